@@ -1,0 +1,415 @@
+"""The build, as named stages: read → parse → validate → plan → render → index → commit.
+
+Every stage collects problems instead of stopping at the first; ``build_site`` raises
+one ``BuildFailed`` with all of them, and nothing under ``builds/`` or ``LIVE`` is
+touched. A successful build is a new immutable directory in the store; publishing it
+is a separate step (``publish.py``).
+
+Incremental builds reuse the previous build's entry records (when the source blob,
+the schema and the resolved links are unchanged) and its outputs (when an output's
+input fingerprint is unchanged, see ``graph.py``). A cold build renders across
+processes (fork, so workers inherit the planned site without pickling it); a small
+rebuild renders in-process and pays for no pool.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import dates
+from pipeline.config import SiteConfig, parse_config_text
+from pipeline.entry import EntryMeta, is_live, make_record, parse_entry
+from pipeline.errors import (
+    BuildFailed, ConfigError, ContentError, PipelineError, TemplateError,
+)
+from pipeline.graph import OutputSpec, SiteInputs, fingerprint, plan_outputs
+from pipeline.index import load_entry_records, open_index, update_index, write_index
+from pipeline.markdown import LinkContext, build_markdown, render_markdown
+from pipeline.render import Renderer, Templates, template_fingerprints
+from pipeline.schema import ContentType, parse_content_type
+from pipeline.source import Source, Tree, git_blob_id
+from pipeline.store import ManifestItem, Store, canonical_json
+
+THEME_DIR = Path(__file__).resolve().parent.parent / "site_templates"
+PARALLEL_THRESHOLD = 128  # below this many renders a process pool costs more than it saves
+MARKDOWN_VERSION = "1"  # bump when markdown.py changes HTML for the same source
+RESERVED_FOLDERS = frozenset({"types", "templates", "static", "media"})
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildOptions:
+    full: bool = False
+    as_of: str | None = None  # ISO instant that decides what is live; default: now
+    workers: int | None = None
+    theme_dir: Path = THEME_DIR
+    ref: str = ""
+    dry_run: bool = False  # validate and plan only (``flowcms check``): write nothing
+
+
+@dataclass(slots=True, kw_only=True)
+class BuildResult:
+    build_id: str
+    previous_id: str | None
+    rendered: int
+    reused: int
+    removed: int
+    outputs: int
+    entries: int
+    live_entries: int
+    reparsed: int
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Site:
+    """What the read stage gathered from the tree and the theme."""
+
+    config: SiteConfig
+    authors: dict[str, dict[str, Any]]
+    types: dict[str, ContentType]
+    templates: dict[str, tuple[str, str]]
+    files: dict[str, tuple[str, Callable[[], bytes]]]  # URL path -> (blob id, reader)
+    entry_paths: list[str]
+
+
+def _read_theme(theme_dir: Path) -> tuple[dict[str, tuple[str, str]], dict[str, Path]]:
+    templates: dict[str, tuple[str, str]] = {}
+    statics: dict[str, Path] = {}
+    for path in sorted(theme_dir.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        rel = path.relative_to(theme_dir).as_posix()
+        if rel.startswith("static/"):
+            statics["/assets/" + rel[len("static/"):]] = path
+        else:
+            templates[rel] = (path.read_text(), f"site_templates/{rel}")
+    return templates, statics
+
+
+def read_site(source: Source, theme_dir: Path, errors: list[PipelineError]) -> _Site:
+    tree = source.tree()
+    config = SiteConfig()
+    if "flowcms.toml" in tree:
+        try:
+            config = parse_config_text(source.read("flowcms.toml").decode())
+        except (ConfigError, UnicodeDecodeError) as exc:
+            errors.append(exc if isinstance(exc, ConfigError) else ConfigError("not UTF-8"))
+    authors: dict[str, dict[str, Any]] = {}
+    if "authors.yaml" in tree:
+        try:
+            raw = yaml.load(source.read("authors.yaml"), Loader=yaml.CSafeLoader) or {}  # noqa: S506
+            if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+                raise ContentError("authors.yaml", 1, 1, "authors",
+                                   "authors.yaml must map author keys to {name, bio, url, avatar}")
+            authors = {str(k): {kk: (str(vv) if vv is not None else None) for kk, vv in v.items()}
+                       for k, v in raw.items()}
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            errors.append(ContentError("authors.yaml", mark.line + 1 if mark else 1,
+                                       mark.column + 1 if mark else 1, "yaml",
+                                       f"invalid YAML: {exc.problem}"))
+        except ContentError as exc:
+            errors.append(exc)
+    types: dict[str, ContentType] = {}
+    for path in tree:
+        if path.startswith("types/") and path.endswith((".yaml", ".yml")) and path.count("/") == 1:
+            try:
+                ctype = parse_content_type(path, source.read(path).decode())
+                types[ctype.name] = ctype
+            except ContentError as exc:
+                errors.append(exc)
+    theme_templates, theme_static = _read_theme(theme_dir)
+    templates = dict(theme_templates)
+    files: dict[str, tuple[str, Callable[[], bytes]]] = {}
+    for url, fs_path in theme_static.items():
+        data = fs_path.read_bytes()
+        files[url] = (git_blob_id(data), lambda data=data: data)  # type: ignore[misc]
+    entry_paths: list[str] = []
+    for path, blob in tree.items():
+        top = path.split("/", 1)[0]
+        if path.startswith("templates/"):
+            try:
+                templates[path[len("templates/"):]] = (source.read(path).decode(), path)
+            except UnicodeDecodeError:
+                errors.append(ContentError(path, 1, 1, "encoding", "template is not UTF-8"))
+        elif path.startswith(("static/", "media/")):
+            url = ("/assets/" + path[len("static/"):]) if top == "static" else "/" + path
+            files[url] = (blob, lambda path=path: source.read(path))  # type: ignore[misc]
+        elif path.endswith(".md") and "/" in path and top not in RESERVED_FOLDERS:
+            entry_paths.append(path)
+    return _Site(config, authors, types, templates, files, sorted(entry_paths))
+
+
+# -- parallel work: fork workers inherit _JOB, so nothing big is pickled in ----------
+_JOB: dict[str, Any] = {}
+
+
+def _markdown_chunk(indices: list[int]) -> list[tuple[int, dict[str, Any] | None, list[tuple[str, int, int, str, str]]]]:
+    metas: list[EntryMeta] = _JOB["metas"]
+    return [(i, *_render_entry(metas[i], _JOB["md"], _JOB["urls"], _JOB["files"], _JOB["schema_fps"]))
+            for i in indices]
+
+
+def _render_chunk(indices: list[int]) -> list[tuple[int, str, int] | tuple[int, str, int, str]]:
+    specs: list[OutputSpec] = _JOB["specs"]
+    renderer: Renderer = _JOB["renderer"]
+    store: Store = _JOB["store"]
+    out: list[Any] = []
+    for i in indices:
+        try:
+            data = renderer.render(specs[i])
+        except TemplateError as exc:
+            out.append((i, exc.template, exc.line, exc.message))
+            continue
+        out.append((i, store.put(data), len(data)))
+    return out
+
+
+def _chunks(n: int, workers: int) -> list[list[int]]:
+    size = max(1, -(-n // (workers * 8)))
+    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+
+
+def _run_parallel(fn: Callable[[list[int]], list[Any]], n: int, workers: int) -> list[Any]:
+    if workers <= 1 or n < PARALLEL_THRESHOLD:
+        return fn(list(range(n)))
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        results: list[Any] = []
+        for part in pool.imap_unordered(fn, _chunks(n, workers)):
+            results.extend(part)
+        return results
+
+
+def _render_entry(
+    meta: EntryMeta, md: Any, urls: dict[str, str], files: frozenset[str], schema_fps: Mapping[str, str],
+) -> tuple[dict[str, Any] | None, list[tuple[str, int, int, str, str]]]:
+    rendered = render_markdown(md, meta.body, LinkContext(meta.path, urls, files))
+    problems = [(meta.path, meta.body_line + line, col, "broken-link", msg)
+                for line, col, msg in rendered.problems]
+    record = make_record(
+        meta, html=rendered.html, text=rendered.text, toc=rendered.toc, links=rendered.links,
+        reading_minutes=rendered.reading_minutes, excerpt=rendered.excerpt(),
+    )
+    record["schemaFp"] = schema_fps[meta.content_type]
+    record["siteLinks"] = [[meta.body_line + line, col, path] for line, col, path in rendered.site_links]
+    return record, problems
+
+
+def _previous_state(store: Store, previous: str | None) -> tuple[dict[str, list[Any]], dict[str, dict[str, Any]], Path | None]:
+    if previous is None:
+        return {}, {}, None
+    build_dir = store.build_dir(previous)
+    try:
+        deps = json.loads((build_dir / "deps.json").read_bytes())
+        conn = open_index(build_dir / "index.sqlite")
+        try:
+            records = load_entry_records(conn)
+        finally:
+            conn.close()
+    except (OSError, ValueError, PipelineError):
+        return {}, {}, None  # unreadable previous build: fall back to a full build
+    return deps, records, build_dir / "index.sqlite"
+
+
+def build_site(
+    source: Source, store: Store, *, previous: str | None, options: BuildOptions,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build ``source`` into a new immutable build in ``store``; raise BuildFailed on any problem."""
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    mark = [started]
+
+    def stage(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(now - mark[0], 4)
+        mark[0] = now
+
+    as_of = options.as_of or dates.from_epoch(time.time())
+    workers = options.workers or os.cpu_count() or 1
+    errors: list[PipelineError] = []
+    warnings: list[str] = []
+
+    # read
+    tree: Tree = source.tree()
+    site = read_site(source, options.theme_dir, errors)
+    try:
+        template_fps = template_fingerprints(site.templates)
+    except TemplateError as exc:
+        errors.append(exc)
+        template_fps = {}
+    prev_deps, prev_records, prev_index = ({}, {}, None) if options.full else _previous_state(store, previous)
+    stage("read")
+
+    # parse
+    schema_fps = {name: fingerprint("schema", MARKDOWN_VERSION, repr(t)) for name, t in site.types.items()}
+    prev_by_path = {r["path"]: r for r in prev_records.values()}
+    records: dict[str, dict[str, Any]] = {}  # by path
+    metas: list[EntryMeta] = []
+    for path in site.entry_paths:
+        old = prev_by_path.get(path)
+        blob = tree[path]
+        if old is not None and old["blob"] == blob and old.get("schemaFp") == schema_fps.get(old["contentType"]):
+            records[path] = old
+            continue
+        try:
+            text = source.read(path).decode()
+        except UnicodeDecodeError as exc:
+            errors.append(ContentError(path, 1, exc.start + 1, "encoding", "file is not UTF-8"))
+            continue
+        meta, problems = parse_entry(path, blob, text, site.types, site.authors)
+        errors.extend(problems)
+        if meta is not None:
+            metas.append(meta)
+    urls = {r["path"]: r["url"] for r in records.values()}
+    urls.update({m.path: m.url for m in metas})
+    for path, record in list(records.items()):  # a linked entry moved: re-render the linker
+        if any(urls.get(target) != url for target, url in (record.get("links") or {}).items()):
+            del records[path]
+            meta, problems = parse_entry(path, record["blob"], source.read(path).decode(),
+                                         site.types, site.authors)
+            errors.extend(problems)
+            if meta is not None:
+                metas.append(meta)
+    stage("parse")
+
+    # markdown (parallel on cold builds)
+    files = frozenset(tree)
+    _JOB.update(metas=metas, md=build_markdown(), urls=urls, files=files, schema_fps=schema_fps)
+    try:
+        results = _run_parallel(_markdown_chunk, len(metas), workers)
+    finally:
+        _JOB.clear()
+    for _i, record, problems in sorted(results, key=lambda x: x[0]):
+        errors.extend(ContentError(*p) for p in problems)
+        if record is not None:
+            records[record["path"]] = record
+    reparsed = len(metas)
+    stage("markdown")
+
+    # validate across entries
+    by_id: dict[str, str] = {}
+    by_url: dict[str, str] = {}
+    for path in sorted(records):
+        r = records[path]
+        if r["id"] in by_id:
+            errors.append(ContentError(path, 1, 1, "duplicate-id",
+                                       f"duplicate id {r['id']!r} (also in {by_id[r['id']]})"))
+        by_id.setdefault(r["id"], path)
+        if r["url"] in by_url:
+            errors.append(ContentError(path, 1, 1, "duplicate-slug",
+                                       f"duplicate slug {r['slug']!r} in {r['contentType']} (also in {by_url[r['url']]})"))
+        by_url.setdefault(r["url"], path)
+        if r["author"] is not None and r["author"] not in site.authors:
+            errors.append(ContentError(path, 1, 1, "unknown-author",
+                                       f"unknown author {r['author']!r} (not in authors.yaml)"))
+        if r["contentType"] not in site.types:
+            errors.append(ContentError(path, 1, 1, "content-type",
+                                       f"content type {r['contentType']!r} has no types/{r['contentType']}.yaml"))
+    for r in records.values():
+        r["live"] = is_live(r, as_of)
+    live = {r["id"]: r for r in records.values() if r["live"]}
+    if errors:
+        raise BuildFailed(errors)
+    stage("validate")
+
+    # plan
+    site_inputs = SiteInputs(
+        config=site.config, types=site.types, authors=site.authors, records=live,
+        template_fps=template_fps, assets={u: b for u, (b, _) in site.files.items()},
+    )
+    specs = plan_outputs(site_inputs)
+    paths = {s.path for s in specs}
+    for r in sorted(live.values(), key=lambda r: r["path"]):
+        for target in (r.get("links") or {}).values():
+            if target not in paths:
+                warnings.append(f"{r['path']}: links to {target}, which is not live in this build")
+        for line, col, link in r.get("siteLinks") or []:
+            clean = link.split("#", 1)[0].split("?", 1)[0]
+            if clean and clean not in paths and clean + "/" not in paths and clean != "/":
+                errors.append(ContentError(r["path"], line, col, "broken-link",
+                                           f"broken link {link!r}: no such page in this build"))
+    if errors:
+        raise BuildFailed(errors)
+    if options.dry_run:
+        return BuildResult(
+            build_id="", previous_id=previous, rendered=0, reused=0, removed=0,
+            outputs=len(specs), entries=len(records), live_entries=len(live), reparsed=len(metas),
+            seconds=round(time.perf_counter() - started, 4), stages=stages, warnings=warnings,
+        )
+    manifest: dict[str, ManifestItem] = {}
+    todo: list[int] = []
+    for i, spec in enumerate(specs):
+        old = prev_deps.get(spec.path)
+        if old is not None and old[0] == spec.fingerprint and store.has(old[1]):
+            manifest[spec.path] = ManifestItem(old[1], spec.media_type, old[2], spec.keys)
+        else:
+            todo.append(i)
+    stage("plan")
+
+    # render
+    readers = {u: r for u, (_, r) in site.files.items()}
+    renderer = Renderer(site.templates, config=site.config, types=site.types, authors=site.authors,
+                        records=live, read_file=lambda url: readers[url]())
+    todo_specs = [specs[i] for i in todo]
+    _JOB.update(specs=todo_specs, renderer=renderer, store=store)
+    try:
+        rendered = _run_parallel(_render_chunk, len(todo_specs), workers)
+    finally:
+        _JOB.clear()
+    for item in rendered:
+        spec = todo_specs[item[0]]
+        if len(item) == 4:
+            errors.append(TemplateError(item[1], item[2], f"{item[3]} (rendering {spec.path})"))
+            continue
+        manifest[spec.path] = ManifestItem(item[1], spec.media_type, item[2], spec.keys)
+    if errors:
+        raise BuildFailed(errors[:50])
+    if progress:
+        progress("render", len(todo), len(specs))
+    stage("render")
+
+    # index + build directory
+    staging = store.new_staging()
+    index_path = staging / "index.sqlite"
+    all_records = {r["id"]: r for r in records.values()}
+    if prev_index is not None:
+        upserts = [r for i, r in all_records.items()
+                   if i not in prev_records or prev_records[i] is not r or prev_records[i]["live"] != r["live"]]
+        deletes = [i for i in prev_records if i not in all_records]
+        update_index(prev_index, index_path, upserts=upserts, deletes=deletes, authors=site.authors)
+    else:
+        write_index(index_path, all_records.values(), site.authors)
+    stage("index")
+    deps = {s.path: [s.fingerprint, manifest[s.path].blob, manifest[s.path].size] for s in specs}
+    (staging / "deps.json").write_bytes(canonical_json(deps))
+    revision = source.revision
+    info = {
+        "id": "", "commit": revision.commit, "ref": options.ref, "created": time.time(),
+        "as_of": as_of, "outputs": len(manifest), "bytes": sum(m.size for m in manifest.values()),
+        "entries": len(all_records), "live_entries": len(live),
+    }
+    (staging / "build.json").write_bytes(canonical_json(info))
+    build_id = store.commit_build(staging, manifest)
+    stage("commit")
+    removed = len(set(prev_deps) - paths)
+    return BuildResult(
+        build_id=build_id, previous_id=previous, rendered=len(todo), reused=len(specs) - len(todo),
+        removed=removed, outputs=len(specs), entries=len(all_records), live_entries=len(live),
+        reparsed=reparsed, seconds=round(time.perf_counter() - started, 4), stages=stages,
+        warnings=warnings,
+    )

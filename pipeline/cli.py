@@ -1,0 +1,315 @@
+"""``flowcms``: the command line. The only module that prints or exits.
+
+Every command works on a *site*: a folder with ``flowcms.toml`` (usually a git
+repository). ``--site`` picks it; the default is the current folder when it holds a
+``flowcms.toml``, else the bundled sample site. Build state lives in ``<site>/.flowcms``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import dates
+from pipeline.build import BuildOptions, BuildResult, build_site
+from pipeline.errors import BuildFailed, PipelineError
+from pipeline.publish import BuildDiff, diff_builds, publish, rollback
+from pipeline.source import open_source
+from pipeline.store import Store
+
+BUNDLED_SITE = Path(__file__).resolve().parent.parent / "content"
+STATE_DIR = ".flowcms"
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def default_site() -> Path:
+    cwd = Path.cwd()
+    return cwd if (cwd / "flowcms.toml").exists() else BUNDLED_SITE
+
+
+def published_branch(site: Path) -> str:
+    """The branch named in the working copy's flowcms.toml (default ``main``)."""
+    try:
+        data = tomllib.loads((site / "flowcms.toml").read_text())
+        return str(data.get("build", {}).get("branch", "main"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return "main"
+
+
+class Site:
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.store = Store(self.path / STATE_DIR)
+        self.branch = published_branch(self.path)
+
+
+pass_site = click.make_pass_decorator(Site)
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    sys.exit(1)
+
+
+def run_build(site: Site, *, ref: str | None, full: bool, as_of: str | None,
+              workers: int | None, dry_run: bool = False) -> BuildResult:
+    source = open_source(site.path, ref, site.branch)
+    options = BuildOptions(full=full, as_of=as_of, workers=workers, ref=ref or site.branch,
+                           dry_run=dry_run)
+    with err.status(f"building {site.path.name} @ {source.revision.commit[:12]}…", spinner="dots"):
+        return build_site(source, site.store, previous=site.store.live(), options=options)
+
+
+def report_failure(exc: BuildFailed, site: Site) -> None:
+    for e in exc.errors:
+        err.print(str(e), markup=False)
+    err.print(f"[bold red]{exc}[/]; the live site was not touched")
+    sys.exit(1)
+
+
+def print_result(result: BuildResult) -> None:
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", markup=True)
+    table = Table(show_header=True, header_style="bold", box=None)
+    for col in ("build", "outputs", "rendered", "reused", "removed", "entries", "live", "seconds"):
+        table.add_column(col, justify="right" if col != "build" else "left")
+    table.add_row(result.build_id[:12] or "-", str(result.outputs), str(result.rendered),
+                  str(result.reused), str(result.removed), str(result.entries),
+                  str(result.live_entries), f"{result.seconds:.3f}")
+    out.print(table)
+
+
+def print_diff(diff: BuildDiff) -> None:
+    out.print(f"{len(diff.added)} added, {len(diff.changed)} changed, {len(diff.removed)} removed; "
+              f"{len(diff.keys)} surrogate keys to purge")
+
+
+as_of_option = click.option("--as-of", help="Instant that decides what is live (ISO 8601; default now).")
+workers_option = click.option("--workers", type=int, help="Render processes (default: all cores).")
+
+
+def _as_of(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return dates.normalise(value)
+    except dates.DateParseError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as-of") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--site", type=click.Path(file_okay=False, path_type=Path), envvar="FLOWCMS_SITE",
+              help="Site folder (default: . if it has flowcms.toml, else the bundled sample).")
+@click.version_option(package_name="flowcms")
+@click.pass_context
+def main(ctx: click.Context, site: Path | None) -> None:
+    """FlowCMS: a git-based CMS that builds content-addressed sites and publishes atomically."""
+    if ctx.invoked_subcommand == "init":
+        return
+    ctx.obj = Site(site or default_site())
+
+
+@main.command()
+@click.option("--ref", help="Branch, tag or commit to build (default: the published branch).")
+@click.option("--full", is_flag=True, help="Ignore the previous build; render everything.")
+@as_of_option
+@workers_option
+@pass_site
+def build(site: Site, ref: str | None, full: bool, as_of: str | None, workers: int | None) -> None:
+    """Build a ref into the store without publishing it."""
+    try:
+        result = run_build(site, ref=ref, full=full, as_of=_as_of(as_of), workers=workers)
+    except BuildFailed as exc:
+        report_failure(exc, site)
+    except PipelineError as exc:
+        fail(str(exc))
+    print_result(result)
+
+
+@main.command("check")
+@click.option("--ref", help="Branch, tag or commit to check.")
+@pass_site
+def check(site: Site, ref: str | None) -> None:
+    """Validate every file and template; report all problems; write nothing."""
+    try:
+        result = run_build(site, ref=ref, full=False, as_of=None, workers=None, dry_run=True)
+    except BuildFailed as exc:
+        report_failure(exc, site)
+    except PipelineError as exc:
+        fail(str(exc))
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    out.print(f"ok: {result.entries} entries ({result.live_entries} live), {result.outputs} outputs, no problems")
+
+
+@main.command("publish")
+@click.option("--full", is_flag=True, help="Render everything instead of reusing the live build.")
+@as_of_option
+@workers_option
+@click.option("--json", "as_json", is_flag=True, help="Print the purge set as JSON.")
+@pass_site
+def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, as_json: bool) -> None:
+    """Build the published branch and make it live in one atomic step."""
+    try:
+        with site.store.lock():
+            result = run_build(site, ref=None, full=full, as_of=_as_of(as_of), workers=workers)
+            diff = publish(site.store, result.build_id)
+    except BuildFailed as exc:
+        report_failure(exc, site)
+    except PipelineError as exc:
+        fail(str(exc))
+    if as_json:
+        out.print_json(data=diff.to_json())
+        return
+    print_result(result)
+    if diff.old == diff.new:
+        out.print(f"nothing changed: build {result.build_id[:12]} was already live")
+    else:
+        print_diff(diff)
+        out.print(f"[green]live:[/] {result.build_id}")
+
+
+@main.command("rollback")
+@click.argument("build_id", required=False)
+@pass_site
+def rollback_cmd(site: Site, build_id: str | None) -> None:
+    """Make an earlier build live again (default: the one before the current)."""
+    try:
+        with site.store.lock():
+            diff = rollback(site.store, build_id)
+    except PipelineError as exc:
+        fail(str(exc))
+    print_diff(diff)
+    out.print(f"[green]live:[/] {diff.new}")
+
+
+@main.command("builds")
+@click.option("--json", "as_json", is_flag=True)
+@pass_site
+def builds_cmd(site: Site, as_json: bool) -> None:
+    """List builds: id, commit, time, size; the live one is marked."""
+    live = site.store.live()
+    infos = site.store.list_builds()
+    if as_json:
+        out.print_json(data=[{**i.__dict__, "live": i.id == live} if hasattr(i, "__dict__") else
+                             {k: getattr(i, k) for k in i.__slots__} | {"live": i.id == live}
+                             for i in infos])
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("", "build", "commit", "ref", "built", "outputs", "size", "entries"):
+        table.add_column(col)
+    for i in infos:
+        built = dt.datetime.fromtimestamp(i.created, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row("*" if i.id == live else "", i.id, i.commit[:12], i.ref, built,
+                      str(i.outputs), f"{i.bytes / 1e6:.1f} MB", f"{i.live_entries}/{i.entries}")
+    out.print(table)
+
+
+@main.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: the purge set.")
+@pass_site
+def diff_cmd(site: Site, old: str, new: str, as_json: bool) -> None:
+    """What changed between two builds: paths and surrogate keys (the purge set)."""
+    try:
+        d = diff_builds(site.store, site.store.resolve(old), site.store.resolve(new))
+    except PipelineError as exc:
+        fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(d.to_json(), indent=2) + "\n")
+        return
+    for label, paths in (("+", d.added), ("~", d.changed), ("-", d.removed)):
+        for p in paths:
+            out.print(f"{label} {p}", markup=False)
+    print_diff(d)
+
+
+@main.command("gc")
+@click.option("--keep", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Newest builds to keep (the live build is always kept).")
+@pass_site
+def gc_cmd(site: Site, keep: int) -> None:
+    """Remove old builds and blobs no kept build references."""
+    with site.store.lock():
+        builds, blobs = site.store.gc(keep)
+    out.print(f"removed {builds} builds and {blobs} blobs")
+
+
+@main.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init_cmd(directory: Path) -> None:
+    """Create a new site: a git repository with sample content."""
+    from pipeline.scaffold import create_site
+
+    try:
+        create_site(directory)
+    except PipelineError as exc:
+        fail(str(exc))
+    out.print(f"created {directory} (git repository, branch main). Next: cd {directory} && flowcms up")
+
+
+def _serve(site: Site, host: str, port: int) -> None:
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from pipeline.origin import create_app
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    app = create_app(site.store)
+    live = site.store.live()
+    out.print(f"serving build {live[:12] if live else '(none)'} of {site.path} at "
+              f"[bold]http://{host}:{port}/[/]  (Ctrl-C stops)")
+    try:
+        trio.run(serve, app, config)
+    except KeyboardInterrupt:
+        out.print("stopped")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@pass_site
+def serve_cmd(site: Site, host: str, port: int) -> None:
+    """Serve the live build (ETag, Cache-Control, Surrogate-Key, 304)."""
+    if site.store.live() is None:
+        fail("nothing is live yet: run `flowcms publish` first")
+    _serve(site, host, port)
+
+
+@main.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@pass_site
+def up_cmd(site: Site, host: str, port: int) -> None:
+    """Build and publish the site if it changed, then serve it."""
+    try:
+        with site.store.lock():
+            result = run_build(site, ref=None, full=False, as_of=None, workers=None)
+            diff = publish(site.store, result.build_id)
+    except BuildFailed as exc:
+        report_failure(exc, site)
+    except PipelineError as exc:
+        fail(str(exc))
+    print_result(result)
+    if diff.old != diff.new:
+        print_diff(diff)
+    _serve(site, host, port)
+
+
+def entrypoint() -> Any:
+    return main()

@@ -1,0 +1,266 @@
+"""The build store: content-addressed blobs, immutable builds, the live pointer.
+
+Layout under the state directory (``<site>/.flowcms``)::
+
+    blobs/ab/cdef…        every output, named by the blake3 of its bytes, stored once
+    builds/<id>/          manifest.json, deps.json, index.sqlite, build.json — a build
+                          directory appears by one rename, so it is complete or absent
+    LIVE                  the live build id; replaced atomically (tmp, fsync, rename)
+    history.jsonl         one line per publish/rollback, newest last
+
+Every write is tmp file + ``os.replace``, so SIGKILL at any instant leaves either the
+old or the new state, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from pipeline.errors import PublishConflict, StoreError
+
+BUILD_ID_CHARS = 20  # 80 bits of blake3: collision-free for any realistic build count
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, compact, UTF-8: identical values give identical bytes (and hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def blob_hash(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestItem:
+    blob: str
+    type: str
+    size: int
+    keys: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"blob": self.blob, "type": self.type, "size": self.size, "keys": list(self.keys)}
+
+
+Manifest = dict[str, ManifestItem]
+
+
+def manifest_bytes(manifest: Mapping[str, ManifestItem]) -> bytes:
+    return canonical_json({p: manifest[p].to_json() for p in sorted(manifest)})
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    raw = json.loads(data)
+    return {
+        p: ManifestItem(v["blob"], v["type"], v["size"], tuple(v["keys"])) for p, v in raw.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BuildInfo:
+    id: str
+    commit: str
+    ref: str
+    created: float
+    as_of: str
+    outputs: int
+    bytes: int
+    entries: int
+    live_entries: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BuildInfo:
+        return cls(**{k: data[k] for k in cls.__slots__})  # type: ignore[attr-defined]
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.builds = root / "builds"
+        self.tmp = root / "tmp"
+        for d in (self.blobs, self.builds, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- blobs ---------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest[:2] / digest[2:]
+
+    def put(self, data: bytes) -> str:
+        digest = blob_hash(data)
+        path = self.blob_path(digest)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            _write_atomic(path, data)
+        return digest
+
+    def has(self, digest: str) -> bool:
+        return self.blob_path(digest).exists()
+
+    def read(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from {self.blobs}") from None
+
+    # -- builds --------------------------------------------------------------
+    def build_dir(self, build_id: str) -> Path:
+        return self.builds / build_id
+
+    def resolve(self, ref: str) -> str:
+        """A build id or a unique prefix of one."""
+        if (self.builds / ref).is_dir():
+            return ref
+        matches = [d.name for d in self.builds.iterdir() if d.name.startswith(ref)] if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise StoreError(f"no build {ref!r} (see `flowcms builds`)")
+        raise StoreError(f"build prefix {ref!r} is ambiguous: {', '.join(sorted(matches))}")
+
+    def commit_build(self, staging: Path, manifest: Manifest) -> str:
+        """Move a fully written staging dir into place under its manifest-derived id."""
+        data = manifest_bytes(manifest)
+        build_id = blob_hash(data)[:BUILD_ID_CHARS]
+        _write_atomic(staging / "manifest.json", data, fsync=True)
+        info_path = staging / "build.json"
+        info = json.loads(info_path.read_bytes())
+        info["id"] = build_id
+        _write_atomic(info_path, canonical_json(info), fsync=True)
+        final = self.build_dir(build_id)
+        if final.exists():
+            shutil.rmtree(staging)  # same manifest built before: keep the first
+        else:
+            os.replace(staging, final)
+            _fsync_dir(self.builds)
+        return build_id
+
+    def new_staging(self) -> Path:
+        path = self.tmp / f"build-{os.getpid()}-{time.monotonic_ns()}"
+        path.mkdir()
+        return path
+
+    def manifest(self, build_id: str) -> Manifest:
+        try:
+            return parse_manifest((self.build_dir(build_id) / "manifest.json").read_bytes())
+        except FileNotFoundError:
+            raise StoreError(f"build {build_id} has no manifest") from None
+
+    def info(self, build_id: str) -> BuildInfo:
+        try:
+            return BuildInfo.from_json(json.loads((self.build_dir(build_id) / "build.json").read_bytes()))
+        except FileNotFoundError:
+            raise StoreError(f"no build {build_id!r}") from None
+
+    def list_builds(self) -> list[BuildInfo]:
+        infos = []
+        for d in self.builds.iterdir():
+            if (d / "build.json").exists():
+                infos.append(self.info(d.name))
+        return sorted(infos, key=lambda i: (i.created, i.id))
+
+    # -- live pointer --------------------------------------------------------
+    @property
+    def live_path(self) -> Path:
+        return self.root / "LIVE"
+
+    def live(self) -> str | None:
+        try:
+            value = self.live_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return value or None
+
+    def set_live(self, build_id: str, *, action: str = "publish") -> str | None:
+        """The one atomic step of a publish: returns the previous live build."""
+        if not (self.build_dir(build_id) / "manifest.json").exists():
+            raise StoreError(f"build {build_id} is not complete; not publishing it")
+        previous = self.live()
+        os.sync()  # blobs were written without fsync: flush them before they go live
+        _write_atomic(self.live_path, build_id.encode() + b"\n", fsync=True)
+        _fsync_dir(self.root)
+        with open(self.root / "history.jsonl", "a") as f:
+            f.write(json.dumps({"action": action, "build": build_id, "previous": previous,
+                                "time": time.time()}) + "\n")
+        return previous
+
+    def history(self) -> list[dict[str, Any]]:
+        try:
+            lines = (self.root / "history.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-append; the LIVE file is the truth
+        return out
+
+    @contextmanager
+    def lock(self, *, wait: bool = True) -> Iterator[None]:
+        """One build/publish at a time per state directory."""
+        import fcntl
+
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise PublishConflict("another build or publish is running") from None
+            yield
+        finally:
+            os.close(fd)
+
+    # -- garbage collection --------------------------------------------------
+    def gc(self, keep: int) -> tuple[int, int]:
+        """Keep the live build and the ``keep`` newest; remove other builds and unreferenced blobs."""
+        builds = self.list_builds()
+        live = self.live()
+        kept = {b.id for b in builds[-keep:]} if keep > 0 else set()
+        if live:
+            kept.add(live)
+        removed_builds = 0
+        for b in builds:
+            if b.id not in kept:
+                shutil.rmtree(self.build_dir(b.id))
+                removed_builds += 1
+        referenced: set[str] = set()
+        for build_id in kept:
+            referenced.update(item.blob for item in self.manifest(build_id).values())
+        removed_blobs = 0
+        for sub in self.blobs.iterdir():
+            for blob in sub.iterdir():
+                if sub.name + blob.name not in referenced and not blob.name.startswith("."):
+                    blob.unlink()
+                    removed_blobs += 1
+        for stale in self.tmp.iterdir():  # staging dirs of killed builds
+            shutil.rmtree(stale, ignore_errors=True)
+        return removed_builds, removed_blobs

@@ -1,0 +1,223 @@
+"""Builds of real sites (git repositories in tmp_path): outputs, determinism, incremental reuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.build import BuildOptions, build_site
+from pipeline.errors import BuildFailed, ContentError, TemplateError
+from pipeline.publish import diff_builds, publish
+from pipeline.source import DirSource, GitSource
+from pipeline.store import Store
+from support.sites import TINY_SITE, git_commit, make_site, write_files
+
+AS_OF = "2026-06-01T00:00:00Z"
+
+
+def build(site: Path, store: Store, *, full: bool = False, ref: str = "main", previous: str | None = None,
+          as_of: str = AS_OF, workers: int = 1):  # type: ignore[no-untyped-def]
+    return build_site(GitSource(site, ref), store, previous=previous,
+                      options=BuildOptions(full=full, as_of=as_of, workers=workers))
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    return make_site(tmp_path / "site")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state")
+
+
+def test_build_writes_every_page_kind(site: Path, store: Store) -> None:
+    """Entries, listings (paginated), tags, authors, feeds, sitemap, 404, JSON twins, media, assets."""
+    result = build(site, store)
+    manifest = store.manifest(result.build_id)
+    for path in ["/", "/page/2/", "/blog/first-post/", "/blog/first-post/index.json", "/blog/",
+                 "/blog/page/2/", "/docs/start-here/", "/tags/", "/tags/news/", "/tags/intro/index.json",
+                 "/authors/ada/", "/authors/bob/", "/feed.xml", "/blog/feed.xml", "/sitemap.xml",
+                 "/404.html", "/robots.txt", "/media/logo.svg", "/assets/style.css", "/index.json"]:
+        assert path in manifest, path
+    assert "/blog/not-yet/" not in manifest  # drafts are not in the live build
+    page = store.read(manifest["/blog/first-post/"].blob).decode()
+    assert "<em>world</em>" in page
+    assert 'href="/docs/start-here/"' in page  # source link rewritten to the entry's URL
+    doc = json.loads(store.read(manifest["/blog/first-post/index.json"].blob))
+    assert doc["data"]["attributes"]["publishedAt"] == "2026-01-01T10:00:00Z"
+    assert doc["included"][0]["attributes"]["name"] == "Ada Lovelace"
+    item = manifest["/blog/first-post/"]
+    assert item.type == "text/html; charset=utf-8"
+    assert item.size == len(store.read(item.blob))
+    assert {"type:blog", "author:ada", "tag:intro", "tag:news"} <= set(item.keys)
+    assert doc["data"]["id"] in item.keys
+
+
+def test_build_is_byte_identical_for_the_same_commit(site: Path, tmp_path: Path) -> None:
+    """Two full builds of one commit in two stores give the same manifest and build id."""
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    ra, rb = build(site, a, full=True), build(site, b, full=True, workers=2)
+    assert ra.build_id == rb.build_id
+    assert (a.build_dir(ra.build_id) / "manifest.json").read_bytes() == (
+        b.build_dir(rb.build_id) / "manifest.json").read_bytes()
+
+
+def test_blobs_are_stored_once(site: Path, store: Store) -> None:
+    first = build(site, store)
+    before = sum(1 for _ in store.blobs.rglob("*") if _.is_file())
+    write_files(site, {"blog/third.md": TINY_SITE["blog/third.md"].replace("Body three.", "Body 3.")})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    after = sum(1 for _ in store.blobs.rglob("*") if _.is_file())
+    assert second.rendered < 6
+    assert after - before == second.rendered - 0 or after - before <= second.rendered
+
+
+def test_noop_rebuild_renders_nothing(site: Path, store: Store) -> None:
+    first = build(site, store)
+    again = build(site, store, previous=first.build_id)
+    assert again.rendered == 0
+    assert again.reparsed == 0
+    assert again.build_id == first.build_id
+
+
+def test_body_edit_rerenders_only_that_entry(site: Path, store: Store) -> None:
+    """A body edit that keeps the excerpt touches the entry page, its JSON and feeds only."""
+    first = build(site, store)
+    write_files(site, {"blog/third.md": TINY_SITE["blog/third.md"].replace("Body three.", "Body three, longer.")})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    d = diff_builds(store, first.build_id, second.build_id)
+    assert set(d.changed) == {"/blog/third-post/", "/blog/third-post/index.json", "/feed.xml", "/blog/feed.xml"}
+    assert second.rendered == 4
+    assert second.reparsed == 1
+
+
+def test_tag_rename_rerenders_what_shows_the_tag(site: Path, store: Store) -> None:
+    first = build(site, store)
+    write_files(site, {"blog/third.md": TINY_SITE["blog/third.md"].replace("tags: [intro]", "tags: [welcome]")})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    d = diff_builds(store, first.build_id, second.build_id)
+    assert "/tags/welcome/" in d.added
+    assert "/tags/intro/" in d.changed
+    assert "/tags/" in d.changed
+    assert "/blog/first-post/" not in d.changed
+    assert "tag:welcome" in d.keys and "tag:intro" in d.keys
+
+
+def test_template_edit_rerenders_exactly_its_pages(site: Path, store: Store) -> None:
+    """A site override of tags.html re-renders /tags/ and nothing else."""
+    first = build(site, store)
+    theme = (Path(__file__).resolve().parents[2] / "site_templates" / "tags.html").read_text()
+    write_files(site, {"templates/tags.html": theme.replace(">Tags</h1>", ">All the tags</h1>")})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    d = diff_builds(store, first.build_id, second.build_id)
+    assert d.changed == ("/tags/",)
+    assert second.rendered == 1
+
+
+def test_config_change_rerenders_pages_not_json(site: Path, store: Store) -> None:
+    first = build(site, store)
+    write_files(site, {"flowcms.toml": TINY_SITE["flowcms.toml"].replace('"Tiny"', '"Tinier"')})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    d = diff_builds(store, first.build_id, second.build_id)
+    assert "/blog/first-post/" in d.changed
+    assert "/blog/first-post/index.json" not in d.changed
+    assert "/media/logo.svg" not in d.changed
+
+
+def test_incremental_equals_full(site: Path, store: Store, tmp_path: Path) -> None:
+    first = build(site, store)
+    write_files(site, {"blog/first.md": None, "docs/start.md": TINY_SITE["docs/start.md"].replace(
+        "Back to [the post](/blog/first.md).", "Alone."), "blog/fourth.md":
+        "---\ntitle: Fourth\nstatus: published\nauthor: bob\npublishedAt: 2026-04-01T00:00:00Z\n---\nx\n"})
+    git_commit(site)
+    inc = build(site, store, previous=first.build_id)
+    full = build(site, Store(tmp_path / "other"), full=True)
+    assert inc.build_id == full.build_id
+
+
+def test_every_problem_is_reported_and_nothing_is_written(site: Path, store: Store) -> None:
+    """Bad YAML, unknown field, wrong type, unknown author, duplicate slug, broken link: one run."""
+    first = build(site, store)
+    publish(store, first.build_id)
+    write_files(site, {
+        "blog/bad-yaml.md": "---\ntitle: [unclosed\n---\n",
+        "blog/unknown.md": "---\ntitle: Unknown\nauthor: ada\nflavour: x\n---\n",
+        "blog/wrongtype.md": "---\ntitle: Wrong\nauthor: ada\nmood: angry\n---\n",
+        "blog/noauthor.md": "---\ntitle: Nobody\nauthor: zed\n---\n",
+        "blog/dup.md": "---\ntitle: First Post\nauthor: ada\n---\n",
+        "blog/links.md": "---\ntitle: Links\nauthor: ada\n---\nText\n\n[x](../docs/nope.md)\n",
+    })
+    git_commit(site)
+    builds_before = sorted(p.name for p in store.builds.iterdir())
+    with pytest.raises(BuildFailed) as info:
+        build(site, store, previous=first.build_id)
+    lines = [str(e) for e in info.value.errors]
+    assert any(line.startswith("blog/bad-yaml.md:3:") and "flow sequence at line 2" in line for line in lines)
+    assert "blog/unknown.md:4:1: unknown field 'flavour'" in " ".join(lines)
+    assert any(line.startswith("blog/wrongtype.md:4:1: mood: 'angry' is not one of") for line in lines)
+    assert "blog/noauthor.md:3:1: unknown author 'zed' (not in authors.yaml)" in lines
+    assert any("duplicate slug 'first-post'" in line and line.startswith("blog/first.md") for line in lines)
+    assert "blog/links.md:7:5: broken link '../docs/nope.md': no entry docs/nope.md" in lines
+    assert lines == sorted(lines, key=lambda s: (s.split(":")[0], int(s.split(":")[1])))
+    assert all(isinstance(e, ContentError) for e in info.value.errors)
+    assert sorted(p.name for p in store.builds.iterdir()) == builds_before
+    assert store.live() == first.build_id
+
+
+def test_broken_site_link_is_an_error(site: Path, store: Store) -> None:
+    write_files(site, {"blog/third.md": TINY_SITE["blog/third.md"] + "\nSee [tags](/tags/nothing-here/).\n"})
+    git_commit(site)
+    with pytest.raises(BuildFailed) as info:
+        build(site, store)
+    assert [str(e) for e in info.value.errors] == [
+        "blog/third.md:11:12: broken link '/tags/nothing-here/': no such page in this build"]
+
+
+def test_template_error_names_file_and_line(site: Path, store: Store) -> None:
+    write_files(site, {"templates/tags.html": "{% extends 'base.html' %}\n{% block content %}\n{{ nope.x }}\n{% endblock %}\n"})
+    git_commit(site)
+    with pytest.raises(BuildFailed) as info:
+        build(site, store)
+    (error,) = info.value.errors
+    assert isinstance(error, TemplateError)
+    assert error.template == "templates/tags.html"
+    assert error.line == 3
+    write_files(site, {"templates/tags.html": "{% if %}\n"})
+    git_commit(site)
+    with pytest.raises(BuildFailed) as info:
+        build(site, store)
+    assert str(info.value.errors[0]).startswith("templates/tags.html:1:")
+
+
+def test_scheduled_entry_is_live_only_after_its_time(site: Path, store: Store) -> None:
+    write_files(site, {"blog/later.md": "---\ntitle: Later\nstatus: published\nauthor: ada\n"
+                                        "publishAt: 2026-07-01T00:00:00Z\n---\nSoon.\n"})
+    git_commit(site)
+    before = build(site, store, as_of="2026-06-30T23:59:59Z")
+    after = build(site, store, as_of="2026-07-01T00:00:00Z", previous=before.build_id)
+    assert "/blog/later/" not in store.manifest(before.build_id)
+    assert "/blog/later/" in store.manifest(after.build_id)
+
+
+def test_git_source_builds_any_ref(site: Path, store: Store) -> None:
+    """Branch, tag and commit id all build; a directory gives the same blob ids as git."""
+    import pygit2
+
+    repo = pygit2.Repository(str(site))
+    first_commit = str(repo.head.target)
+    repo.references.create("refs/tags/v1", repo.head.target)
+    write_files(site, {"blog/third.md": None})
+    git_commit(site)
+    by_tag = build(site, store, ref="v1", full=True)
+    by_commit = build(site, store, ref=first_commit, full=True)
+    by_branch = build(site, store, ref="main", full=True)
+    assert by_tag.build_id == by_commit.build_id != by_branch.build_id
+    assert DirSource(site).tree() == GitSource(site, "main").tree()

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.cursor import MAX_CURSOR_LENGTH, decode_cursor, encode_cursor
+from pipeline.errors import QueryError
+
+SORTS = ["publishedAt", "-publishedAt", "title", "-title", "updatedAt", "-updatedAt"]
+
+
+def _token(payload: object) -> str:
+    """A well-encoded token around any JSON payload (to test shape checks)."""
+    raw = json.dumps(payload).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@given(sort=st.sampled_from(SORTS) | st.text(), value=st.text(), entry_id=st.text())
+def test_round_trip(sort: str, value: str, entry_id: str) -> None:
+    token = encode_cursor(sort, (value, entry_id))
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)  # URL-safe, unpadded
+    assert decode_cursor(token, sort=sort) == (value, entry_id)
+
+
+def test_token_is_compact_json() -> None:
+    token = encode_cursor("-publishedAt", ("2026-11-02T09:30:00Z", "cnt_7f3k2m"))
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert raw == b'{"s":"-publishedAt","k":["2026-11-02T09:30:00Z","cnt_7f3k2m"]}'
+
+
+@given(sort=st.sampled_from(SORTS), other=st.sampled_from(SORTS), key=st.tuples(st.text(), st.text()))
+def test_cursor_is_bound_to_its_sort(sort: str, other: str, key: tuple[str, str]) -> None:
+    token = encode_cursor(sort, key)
+    if other == sort:
+        assert decode_cursor(token, sort=other) == key
+    else:
+        with pytest.raises(QueryError, match="made for sort") as info:
+            decode_cursor(token, sort=other)
+        assert info.value.parameter == "cursor"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "!!!",
+        "a",
+        "abc$",
+        "eyJz fQ",
+        "====",
+        "x" * (MAX_CURSOR_LENGTH + 1),
+        base64.urlsafe_b64encode(b"\xff\xfe\x00").decode(),  # not UTF-8
+        _token("not an object")[:-2],  # truncated
+        _token("a string"),
+        _token(["-publishedAt", "2026", "id"]),
+        _token({"s": "-publishedAt"}),
+        _token({"s": "-publishedAt", "k": ["a"]}),
+        _token({"s": "-publishedAt", "k": ["a", "b", "c"]}),
+        _token({"s": "-publishedAt", "k": ["a", 1]}),
+        _token({"s": "-publishedAt", "k": "ab"}),
+        _token({"s": 1, "k": ["a", "b"]}),
+        _token({"s": "-publishedAt", "k": ["a", "b"], "x": 1}),
+        _token({"s": "-publishedAt", "k": ["\ud800", "b"]}),  # lone surrogate via JSON escape
+        base64.urlsafe_b64encode(b"[" * 5000).decode(),  # nesting bomb
+    ],
+)
+def test_garbage_is_rejected(token: str) -> None:
+    with pytest.raises(QueryError) as info:
+        decode_cursor(token, sort="-publishedAt")
+    assert info.value.parameter == "cursor"
+    assert "cursor" in info.value.message
+
+
+def test_non_string_token_is_rejected() -> None:
+    with pytest.raises(QueryError) as info:
+        decode_cursor(123, sort="title")  # type: ignore[arg-type]
+    assert info.value.parameter == "cursor"
+
+
+@given(token=st.text(max_size=200) | st.binary(max_size=150).map(lambda b: base64.urlsafe_b64encode(b).decode()))
+def test_any_input_decodes_or_raises_query_error(token: str) -> None:
+    try:
+        key = decode_cursor(token, sort="title")
+    except QueryError as error:
+        assert error.parameter == "cursor"
+    else:
+        assert isinstance(key, tuple)
+        assert all(isinstance(part, str) for part in key)
