@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import sys
 import tomllib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,8 @@ from pipeline.store import Store
 BUNDLED_SITE = Path(__file__).resolve().parent.parent / "content"
 STATE_DIR = ".flowcms"
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def default_site() -> Path:
@@ -274,10 +276,14 @@ def _serve(site: Site, host: str, port: int) -> None:
     live = site.store.live()
     out.print(f"serving build {live[:12] if live else '(none)'} of {site.path} at "
               f"[bold]http://{host}:{port}/[/]  (Ctrl-C stops)")
-    try:
-        trio.run(serve, app, config)
-    except KeyboardInterrupt:
-        out.print("stopped")
+    async def until_signal() -> None:
+        # SIGINT (Ctrl-C) and SIGTERM both stop gracefully: hypercorn finishes in-flight requests
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                return
+
+    trio.run(partial(serve, app, config, shutdown_trigger=until_signal))
+    out.print("stopped")
 
 
 @main.command("serve")
@@ -313,3 +319,7 @@ def up_cmd(site: Site, host: str, port: int) -> None:
 
 def entrypoint() -> Any:
     return main()
+
+
+if __name__ == "__main__":
+    main()

