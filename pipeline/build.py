@@ -31,9 +31,13 @@ from pipeline.entry import EntryMeta, is_live, make_record, parse_entry
 from pipeline.errors import (
     BuildFailed, ConfigError, ContentError, PipelineError, TemplateError,
 )
-from pipeline.graph import OutputSpec, SiteInputs, fingerprint, plan_outputs
-from pipeline.index import load_entry_records, open_index, update_index, write_index
+from pipeline.graph import (
+    RENDERER_VERSION, OutputSpec, SiteInputs, card_fingerprint, entry_keys, fingerprint, plan_outputs,
+    record_fingerprint,
+)
+from pipeline.index import load_bodies, load_entry_records, open_index, update_index, write_index
 from pipeline.markdown import LinkContext, build_markdown, render_markdown
+from pipeline.publish import BuildDiff, diff_manifests
 from pipeline.render import Renderer, Templates, template_fingerprints
 from pipeline.schema import ContentType, parse_content_type
 from pipeline.source import Source, Tree, git_blob_id
@@ -71,6 +75,7 @@ class BuildResult:
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    diff: BuildDiff | None = None  # against previous_id, when the previous build recorded its keys
 
 
 @dataclass(slots=True)
@@ -97,6 +102,32 @@ def _read_theme(theme_dir: Path) -> tuple[dict[str, tuple[str, str]], dict[str, 
         else:
             templates[rel] = (path.read_text(), f"site_templates/{rel}")
     return templates, statics
+
+
+def theme_fingerprint(theme_dir: Path) -> str:
+    files = sorted(p for p in theme_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return fingerprint("theme", [(p.relative_to(theme_dir).as_posix(), git_blob_id(p.read_bytes())) for p in files])
+
+
+def stable_until(records: Mapping[str, Mapping[str, Any]], as_of: str) -> str | None:
+    """The next instant at which some entry goes live or leaves (None: never)."""
+    future = [v for r in records.values() if r["status"] == "published"
+              for v in (r["publishAt"], r["publishedAt"], r["unpublishAt"]) if v and v > as_of]
+    return min(future) if future else None
+
+
+def _unchanged(store: Store, previous: str | None, source_fp: str, as_of: str) -> dict[str, Any] | None:
+    """The previous build's info when it is exactly what this build would produce."""
+    if previous is None:
+        return None
+    try:
+        info = json.loads((store.build_dir(previous) / "build.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    until = info.get("stable_until")
+    if info.get("source_fp") == source_fp and info.get("as_of", "~") <= as_of and (until is None or as_of < until):
+        return dict(info)
+    return None
 
 
 def read_site(source: Source, theme_dir: Path, errors: list[PipelineError]) -> _Site:
@@ -206,6 +237,9 @@ def _render_entry(
     )
     record["schemaFp"] = schema_fps[meta.content_type]
     record["siteLinks"] = [[meta.body_line + line, col, path] for line, col, path in rendered.site_links]
+    record["recordFp"] = record_fingerprint(record)
+    record["cardFp"] = card_fingerprint(record)
+    record["surrogateKeys"] = list(entry_keys(record))
     return record, problems
 
 
@@ -217,7 +251,7 @@ def _previous_state(store: Store, previous: str | None) -> tuple[dict[str, list[
         deps = json.loads((build_dir / "deps.json").read_bytes())
         conn = open_index(build_dir / "index.sqlite")
         try:
-            records = load_entry_records(conn)
+            records = load_entry_records(conn, bodies=False)  # bodies fetched when needed
         finally:
             conn.close()
     except (OSError, ValueError, PipelineError):
@@ -243,6 +277,18 @@ def build_site(
     workers = options.workers or os.cpu_count() or 1
     errors: list[PipelineError] = []
     warnings: list[str] = []
+
+    # no-op: same files, same theme, and no scheduled change since the previous build
+    source_fp = fingerprint("source", source.revision.tree, theme_fingerprint(options.theme_dir),
+                            RENDERER_VERSION, MARKDOWN_VERSION)
+    same = None if options.full or options.dry_run else _unchanged(store, previous, source_fp, as_of)
+    if same is not None and previous is not None:
+        stage("unchanged")
+        return BuildResult(
+            build_id=previous, previous_id=previous, rendered=0, reused=same["outputs"], removed=0,
+            outputs=same["outputs"], entries=same["entries"], live_entries=same["live_entries"],
+            reparsed=0, seconds=round(time.perf_counter() - started, 4), stages=stages,
+        )
 
     # read
     tree: Tree = source.tree()
@@ -320,6 +366,7 @@ def build_site(
         if r["contentType"] not in site.types:
             errors.append(ContentError(path, 1, 1, "content-type",
                                        f"content type {r['contentType']!r} has no types/{r['contentType']}.yaml"))
+    prev_live = {i: r["live"] for i, r in prev_records.items()}
     for r in records.values():
         r["live"] = is_live(r, as_of)
     live = {r["id"]: r for r in records.values() if r["live"]}
@@ -355,13 +402,31 @@ def build_site(
     todo: list[int] = []
     for i, spec in enumerate(specs):
         old = prev_deps.get(spec.path)
-        if old is not None and old[0] == spec.fingerprint and store.has(old[1]):
+        # the previous build is live (or kept), so gc has left its blobs in place
+        if old is not None and old[0] == spec.fingerprint:
             manifest[spec.path] = ManifestItem(old[1], spec.media_type, old[2], spec.keys)
         else:
             todo.append(i)
     stage("plan")
 
-    # render
+    # render (bodies of reused entries are read from the previous index only when needed)
+    need_bodies: set[str] = set()
+    for i in todo:
+        spec = specs[i]
+        if spec.kind in ("entry", "entry_json"):
+            need_bodies.add(spec.params["id"])
+        elif spec.kind == "feed":
+            need_bodies.update(spec.params["ids"])
+    missing = [i for i in need_bodies if live[i]["bodyHtml"] is None]
+    if missing and prev_index is not None:
+        conn = open_index(prev_index)
+        try:
+            bodies = load_bodies(conn, missing)
+        finally:
+            conn.close()
+        for entry_id in missing:
+            live[entry_id] = {**live[entry_id], "bodyHtml": bodies[entry_id][0],
+                              "bodyText": bodies[entry_id][1]}
     readers = {u: r for u, (_, r) in site.files.items()}
     renderer = Renderer(site.templates, config=site.config, types=site.types, authors=site.authors,
                         records=live, read_file=lambda url: readers[url]())
@@ -388,28 +453,37 @@ def build_site(
     index_path = staging / "index.sqlite"
     all_records = {r["id"]: r for r in records.values()}
     if prev_index is not None:
-        upserts = [r for i, r in all_records.items()
-                   if i not in prev_records or prev_records[i] is not r or prev_records[i]["live"] != r["live"]]
+        # records reused from the previous index are the same objects (and lack bodies)
+        upserts = [r for i, r in all_records.items() if prev_records.get(i) is not r]
         deletes = [i for i in prev_records if i not in all_records]
-        update_index(prev_index, index_path, upserts=upserts, deletes=deletes, authors=site.authors)
+        flips = {i: r["live"] for i, r in all_records.items()
+                 if prev_records.get(i) is r and prev_live.get(i) != r["live"]}
+        update_index(prev_index, index_path, upserts=upserts, deletes=deletes, authors=site.authors,
+                     live=flips)
     else:
         write_index(index_path, all_records.values(), site.authors)
     stage("index")
-    deps = {s.path: [s.fingerprint, manifest[s.path].blob, manifest[s.path].size] for s in specs}
-    (staging / "deps.json").write_bytes(canonical_json(deps))
+    deps = {s.path: [s.fingerprint, manifest[s.path].blob, manifest[s.path].size, s.keys] for s in specs}
+    (staging / "deps.json").write_bytes(json.dumps(deps, separators=(",", ":"), ensure_ascii=False).encode())
     revision = source.revision
     info = {
         "id": "", "commit": revision.commit, "ref": options.ref, "created": time.time(),
         "as_of": as_of, "outputs": len(manifest), "bytes": sum(m.size for m in manifest.values()),
         "entries": len(all_records), "live_entries": len(live),
+        "source_fp": source_fp, "stable_until": stable_until(all_records, as_of),
     }
     (staging / "build.json").write_bytes(canonical_json(info))
     build_id = store.commit_build(staging, manifest)
     stage("commit")
     removed = len(set(prev_deps) - paths)
+    diff = None
+    if prev_deps and all(len(d) > 3 for d in prev_deps.values()):
+        # the purge set against the previous build, from its deps: no manifest re-read
+        old = {p: ManifestItem(d[1], "", d[2], tuple(d[3])) for p, d in prev_deps.items()}
+        diff = diff_manifests(old, manifest, old_id=previous, new_id=build_id)
     return BuildResult(
         build_id=build_id, previous_id=previous, rendered=len(todo), reused=len(specs) - len(todo),
         removed=removed, outputs=len(specs), entries=len(all_records), live_entries=len(live),
         reparsed=reparsed, seconds=round(time.perf_counter() - started, 4), stages=stages,
-        warnings=warnings,
+        warnings=warnings, diff=diff,
     )

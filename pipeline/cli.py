@@ -165,7 +165,7 @@ def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, 
     try:
         with site.store.lock():
             result = run_build(site, ref=None, full=full, as_of=_as_of(as_of), workers=workers)
-            diff = publish(site.store, result.build_id)
+            diff = publish(site.store, result.build_id, diff=result.diff)
     except BuildFailed as exc:
         report_failure(exc, site)
     except PipelineError as exc:
@@ -306,7 +306,7 @@ def up_cmd(site: Site, host: str, port: int) -> None:
     try:
         with site.store.lock():
             result = run_build(site, ref=None, full=False, as_of=None, workers=None)
-            diff = publish(site.store, result.build_id)
+            diff = publish(site.store, result.build_id, diff=result.diff)
     except BuildFailed as exc:
         report_failure(exc, site)
     except PipelineError as exc:

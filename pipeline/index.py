@@ -46,6 +46,7 @@ __all__ = [
     "get_entry_by_slug",
     "list_authors",
     "list_tags",
+    "load_bodies",
     "load_entry_records",
     "open_index",
     "query_entries",
@@ -115,6 +116,7 @@ _RECORD_COLUMNS = (
     " publish_at, unpublish_at, excerpt, body_html, body_text, url, live, reading_minutes,"
     " '[' || tags || ',' || fields || ',' || links || ',' || extra || ']'"
 )
+_RECORD_COLUMNS_NO_BODIES = _RECORD_COLUMNS.replace("body_html, body_text,", "NULL, NULL,")
 _EMPTY_JSON_PARTS = "[[],{},{},{}]"
 _AUTHOR_FIELDS = ("name", "bio", "url", "avatar", "email")
 
@@ -265,11 +267,14 @@ def update_index(
     upserts: Iterable[Record],
     deletes: Iterable[str],
     authors: Mapping[str, Record],
+    live: Mapping[str, bool] | None = None,
 ) -> None:
     """Write to `path` a copy of the `previous` index with the change applied.
 
     Deletes `deletes`, inserts or replaces `upserts` (an id in both ends up upserted)
-    and replaces the authors. Costs a file copy plus O(change) row work; the triggers
+    and replaces the authors; ``live`` flips the live flag of entries that did not
+    otherwise change (a scheduled entry's time came). Costs a file copy plus O(change)
+    row work; the triggers
     keep search and tags consistent. `previous` may equal `path`.
     Raises IndexCorrupt when `previous` is missing or not of this schema version:
     the caller should then fall back to `write_index`.
@@ -289,6 +294,10 @@ def update_index(
             conn.execute("BEGIN")
             conn.executemany("DELETE FROM entries WHERE id = ?", ((entry_id,) for entry_id in gone))
             _insert_entries(conn, records)
+            conn.executemany(
+                "UPDATE entries SET live = ? WHERE id = ?",
+                ((1 if flag else 0, entry_id) for entry_id, flag in sorted((live or {}).items())),
+            )
             conn.execute("DELETE FROM authors")
             _insert_authors(conn, authors)
             conn.execute("COMMIT")
@@ -392,13 +401,13 @@ def _writing(
 
 
 def _publish(tmp: Path, path: Path) -> None:
-    """Make the finished file durable, then visible under its name in one step."""
+    """Make the finished file visible under its name in one step.
+
+    No fsync here: the index lives in a build directory that only becomes reachable
+    when a publish moves the live pointer, and ``Store.set_live`` syncs the file
+    system before it does (one sync per publish, not one per file).
+    """
     try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except OSError as error:
         raise IndexWriteError(f"{path}: cannot publish the index: {error}") from error
@@ -517,12 +526,32 @@ def _record(row: _Row) -> Record:
     return record
 
 
-def load_entry_records(conn: sqlite3.Connection) -> dict[str, Record]:
-    """Every entry (live or not) as its input record, keyed by id, in id order."""
+def load_entry_records(conn: sqlite3.Connection, *, bodies: bool = True) -> dict[str, Record]:
+    """Every entry (live or not) as its input record, keyed by id, in id order.
+
+    With ``bodies=False`` the large ``bodyHtml``/``bodyText`` come back as None (fetch
+    them with `load_bodies` for the few entries that need them): an incremental build
+    of a 10k-entry site reads a fraction of the file.
+    """
+    columns = _RECORD_COLUMNS if bodies else _RECORD_COLUMNS_NO_BODIES
     # Table order, then a sort in Python: cheaper than walking the id index row by row.
-    rows = _select(conn, f"SELECT {_RECORD_COLUMNS} FROM entries")
+    rows = _select(conn, f"SELECT {columns} FROM entries")
     rows.sort(key=_first)
     return {row[0]: _record(row) for row in rows}
+
+
+def load_bodies(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """id -> (bodyHtml, bodyText) for the given entries."""
+    wanted = sorted(set(ids))
+    out: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+        chunk = wanted[start: start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for entry_id, html, text in _select(
+            conn, f"SELECT id, body_html, body_text FROM entries WHERE id IN ({marks})", chunk
+        ):
+            out[entry_id] = (html, text)
+    return out
 
 
 def _first(row: _Row) -> Any:

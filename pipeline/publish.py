@@ -51,12 +51,18 @@ def diff_builds(store: Store, old_id: str | None, new_id: str) -> BuildDiff:
     return diff_manifests(old, store.manifest(new_id), old_id=old_id, new_id=new_id)
 
 
-def publish(store: Store, build_id: str) -> BuildDiff:
-    """Make ``build_id`` live in one atomic step; return what changed for the edges."""
+def publish(store: Store, build_id: str, *, diff: BuildDiff | None = None) -> BuildDiff:
+    """Make ``build_id`` live in one atomic step; return what changed for the edges.
+
+    ``diff`` is the build's own diff against the build it started from; it is used when
+    that build is still the live one (else the manifests are compared).
+    """
     previous = store.live()
-    diff = diff_builds(store, previous, build_id)
-    if previous != build_id:
-        store.set_live(build_id, action="publish")
+    if previous == build_id:
+        return BuildDiff(previous, build_id, (), (), (), ())
+    if diff is None or diff.old != previous or diff.new != build_id:
+        diff = diff_builds(store, previous, build_id)
+    store.set_live(build_id, action="publish")
     return diff
 
 

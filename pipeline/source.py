@@ -43,6 +43,7 @@ class Revision:
     commit: str
     time: int  # epoch seconds; commit time for git, newest mtime for a directory
     message: str
+    tree: str  # identifies the whole file tree: equal trees, equal ids
 
 
 class Source(Protocol):
@@ -86,7 +87,8 @@ class GitSource:
             ) from None
         self.ref = ref
         self._root = commit.tree
-        self.revision = Revision(str(commit.id), commit.commit_time, commit.message.strip())
+        self.revision = Revision(str(commit.id), commit.commit_time, commit.message.strip(),
+                                 f"git:{commit.tree.id}")
         self._tree: Tree | None = None
 
     def tree(self) -> Tree:
@@ -128,7 +130,7 @@ class DirSource:
             "".join(f"{p}\0{b}\n" for p, b in sorted(tree.items())).encode(),
             usedforsecurity=False,
         ).hexdigest()
-        self.revision = Revision(f"dir:{digest[:16]}", int(newest), str(root))
+        self.revision = Revision(f"dir:{digest[:16]}", int(newest), str(root), f"dir:{digest}")
 
     def tree(self) -> Tree:
         if self._tree is None:

@@ -66,14 +66,17 @@ class ManifestItem:
     keys: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"blob": self.blob, "type": self.type, "size": self.size, "keys": list(self.keys)}
+        # keys in sorted order, so plain json.dumps gives canonical bytes
+        return {"blob": self.blob, "keys": list(self.keys), "size": self.size, "type": self.type}
 
 
 Manifest = dict[str, ManifestItem]
 
 
 def manifest_bytes(manifest: Mapping[str, ManifestItem]) -> bytes:
-    return canonical_json({p: manifest[p].to_json() for p in sorted(manifest)})
+    """Canonical manifest bytes (equal to ``canonical_json``) without a sort of every key."""
+    ordered = {p: manifest[p].to_json() for p in sorted(manifest)}
+    return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def parse_manifest(data: bytes) -> Manifest:
@@ -106,6 +109,7 @@ class Store:
         self.blobs = root / "blobs"
         self.builds = root / "builds"
         self.tmp = root / "tmp"
+        self._blobs_str = str(self.blobs)
         for d in (self.blobs, self.builds, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -115,14 +119,14 @@ class Store:
 
     def put(self, data: bytes) -> str:
         digest = blob_hash(data)
-        path = self.blob_path(digest)
-        if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            _write_atomic(path, data)
+        path = f"{self._blobs_str}/{digest[:2]}/{digest[2:]}"
+        if not os.path.exists(path):
+            os.makedirs(f"{self._blobs_str}/{digest[:2]}", exist_ok=True)
+            _write_atomic(Path(path), data)
         return digest
 
     def has(self, digest: str) -> bool:
-        return self.blob_path(digest).exists()
+        return os.path.exists(f"{self._blobs_str}/{digest[:2]}/{digest[2:]}")
 
     def read(self, digest: str) -> bytes:
         try:
@@ -147,19 +151,24 @@ class Store:
 
     def commit_build(self, staging: Path, manifest: Manifest) -> str:
         """Move a fully written staging dir into place under its manifest-derived id."""
+        # No fsync per file: a build is reachable only through LIVE, and set_live syncs the
+        # file system before it moves the pointer (one sync per publish, not per file).
         data = manifest_bytes(manifest)
         build_id = blob_hash(data)[:BUILD_ID_CHARS]
-        _write_atomic(staging / "manifest.json", data, fsync=True)
+        _write_atomic(staging / "manifest.json", data)
         info_path = staging / "build.json"
         info = json.loads(info_path.read_bytes())
         info["id"] = build_id
-        _write_atomic(info_path, canonical_json(info), fsync=True)
+        _write_atomic(info_path, canonical_json(info))
         final = self.build_dir(build_id)
         if final.exists():
-            shutil.rmtree(staging)  # same manifest built before: keep the first
+            # Same manifest built before: keep its index, refresh what describes how it was
+            # built (dependency fingerprints, source), so the next incremental build reuses it.
+            for name in ("deps.json", "build.json", "index.sqlite"):
+                os.replace(staging / name, final / name)
+            shutil.rmtree(staging)
         else:
             os.replace(staging, final)
-            _fsync_dir(self.builds)
         return build_id
 
     def new_staging(self) -> Path:
@@ -182,8 +191,10 @@ class Store:
     def list_builds(self) -> list[BuildInfo]:
         infos = []
         for d in self.builds.iterdir():
-            if (d / "build.json").exists():
+            try:
                 infos.append(self.info(d.name))
+            except (StoreError, ValueError, KeyError, TypeError):
+                continue  # torn by a power cut before any publish synced it: not a build
         return sorted(infos, key=lambda i: (i.created, i.id))
 
     # -- live pointer --------------------------------------------------------

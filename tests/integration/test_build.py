@@ -221,3 +221,26 @@ def test_git_source_builds_any_ref(site: Path, store: Store) -> None:
     by_branch = build(site, store, ref="main", full=True)
     assert by_tag.build_id == by_commit.build_id != by_branch.build_id
     assert DirSource(site).tree() == GitSource(site, "main").tree()
+
+
+def test_build_diff_equals_manifest_diff(site: Path, store: Store) -> None:
+    """The purge set a build computes from its deps equals the diff of the two manifests."""
+    first = build(site, store)
+    write_files(site, {"blog/second.md": None, "blog/third.md": TINY_SITE["blog/third.md"].replace(
+        "tags: [intro]", "tags: [intro, later]")})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    assert second.diff is not None
+    assert second.diff == diff_builds(store, first.build_id, second.build_id)
+    assert second.diff.removed and second.diff.changed and second.diff.added
+
+
+def test_parallel_build_equals_serial(tmp_path: Path) -> None:
+    """The sample site (more outputs than the pool threshold) renders the same across processes."""
+    from support.sites import copy_sample
+
+    site = copy_sample(tmp_path / "sample")
+    serial = build(site, Store(tmp_path / "a"), full=True, workers=1, as_of="2026-11-20T00:00:00Z")
+    parallel = build(site, Store(tmp_path / "b"), full=True, workers=2, as_of="2026-11-20T00:00:00Z")
+    assert serial.rendered > 128
+    assert serial.build_id == parallel.build_id
