@@ -20,6 +20,7 @@ up: $(STAMP)
 	$(BIN)/flowcms up
 
 test: $(STAMP)
+	scripts/system-deps.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

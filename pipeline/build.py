@@ -27,21 +27,32 @@ import yaml
 
 from pipeline import dates
 from pipeline.config import SiteConfig, parse_config_text
+from pipeline.documents import canonical_json
 from pipeline.entry import EntryMeta, is_live, make_record, parse_entry
 from pipeline.errors import (
-    BuildFailed, ConfigError, ContentError, PipelineError, TemplateError,
+    BuildFailed,
+    ConfigError,
+    ContentError,
+    PipelineError,
+    TemplateError,
 )
 from pipeline.graph import (
-    RENDERER_VERSION, OutputSpec, SiteInputs, card_fingerprint, entry_keys, fingerprint, plan_outputs,
+    RENDERER_VERSION,
+    OutputSpec,
+    SiteInputs,
+    card_fingerprint,
+    entry_keys,
+    fingerprint,
+    plan_outputs,
     record_fingerprint,
 )
 from pipeline.index import load_bodies, load_entry_records, open_index, update_index, write_index
 from pipeline.markdown import LinkContext, build_markdown, render_markdown
 from pipeline.publish import BuildDiff, diff_manifests
-from pipeline.render import Renderer, Templates, template_fingerprints
+from pipeline.render import Renderer, template_fingerprints
 from pipeline.schema import ContentType, parse_content_type
 from pipeline.source import Source, Tree, git_blob_id
-from pipeline.store import ManifestItem, Store, canonical_json
+from pipeline.store import ManifestItem, Store
 
 THEME_DIR = Path(__file__).resolve().parent.parent / "site_templates"
 PARALLEL_THRESHOLD = 128  # below this many renders a process pool costs more than it saves
@@ -141,7 +152,7 @@ def read_site(source: Source, theme_dir: Path, errors: list[PipelineError]) -> _
     authors: dict[str, dict[str, Any]] = {}
     if "authors.yaml" in tree:
         try:
-            raw = yaml.load(source.read("authors.yaml"), Loader=yaml.CSafeLoader) or {}  # noqa: S506
+            raw = yaml.load(source.read("authors.yaml"), Loader=yaml.CSafeLoader) or {}
             if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
                 raise ContentError("authors.yaml", 1, 1, "authors",
                                    "authors.yaml must map author keys to {name, bio, url, avatar}")
@@ -214,14 +225,22 @@ def _chunks(n: int, workers: int) -> list[list[int]]:
     return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
 
-def _run_parallel(fn: Callable[[list[int]], list[Any]], n: int, workers: int) -> list[Any]:
+def _run_parallel(
+    fn: Callable[[list[int]], list[Any]], n: int, workers: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Any]:
     if workers <= 1 or n < PARALLEL_THRESHOLD:
-        return fn(list(range(n)))
+        results = fn(list(range(n)))
+        if progress:
+            progress(n, n)
+        return results
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
-        results: list[Any] = []
+        results = []
         for part in pool.imap_unordered(fn, _chunks(n, workers)):
             results.extend(part)
+            if progress:
+                progress(len(results), n)
         return results
 
 
@@ -337,7 +356,8 @@ def build_site(
     files = frozenset(tree)
     _JOB.update(metas=metas, md=build_markdown(), urls=urls, files=files, schema_fps=schema_fps)
     try:
-        results = _run_parallel(_markdown_chunk, len(metas), workers)
+        results = _run_parallel(_markdown_chunk, len(metas), workers,
+                                lambda done, total: progress("markdown", done, total) if progress else None)
     finally:
         _JOB.clear()
     for _i, record, problems in sorted(results, key=lambda x: x[0]):
@@ -382,9 +402,8 @@ def build_site(
     specs = plan_outputs(site_inputs)
     paths = {s.path for s in specs}
     for r in sorted(live.values(), key=lambda r: r["path"]):
-        for target in (r.get("links") or {}).values():
-            if target not in paths:
-                warnings.append(f"{r['path']}: links to {target}, which is not live in this build")
+        warnings.extend(f"{r['path']}: links to {target}, which is not live in this build"
+                        for target in (r.get("links") or {}).values() if target not in paths)
         for line, col, link in r.get("siteLinks") or []:
             clean = link.split("#", 1)[0].split("?", 1)[0]
             if clean and clean not in paths and clean + "/" not in paths and clean != "/":
@@ -433,7 +452,8 @@ def build_site(
     todo_specs = [specs[i] for i in todo]
     _JOB.update(specs=todo_specs, renderer=renderer, store=store)
     try:
-        rendered = _run_parallel(_render_chunk, len(todo_specs), workers)
+        rendered = _run_parallel(_render_chunk, len(todo_specs), workers,
+                                 lambda done, total: progress("render", done, total) if progress else None)
     finally:
         _JOB.clear()
     for item in rendered:
@@ -444,8 +464,6 @@ def build_site(
         manifest[spec.path] = ManifestItem(item[1], spec.media_type, item[2], spec.keys)
     if errors:
         raise BuildFailed(errors[:50])
-    if progress:
-        progress("render", len(todo), len(specs))
     stage("render")
 
     # index + build directory

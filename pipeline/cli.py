@@ -18,6 +18,14 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from pipeline import dates
@@ -68,8 +76,16 @@ def run_build(site: Site, *, ref: str | None, full: bool, as_of: str | None,
     source = open_source(site.path, ref, site.branch)
     options = BuildOptions(full=full, as_of=as_of, workers=workers, ref=ref or site.branch,
                            dry_run=dry_run)
-    with err.status(f"building {site.path.name} @ {source.revision.commit[:12]}…", spinner="dots"):
-        return build_site(source, site.store, previous=site.store.live(), options=options)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(f"building {site.path.name} @ {source.revision.commit[:12]}", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{stage} {site.path.name}", completed=done, total=total)
+
+        return build_site(source, site.store, previous=site.store.live(), options=options,
+                          progress=progress)
 
 
 def report_failure(exc: BuildFailed, site: Site) -> None:
@@ -211,7 +227,7 @@ def builds_cmd(site: Site, as_json: bool) -> None:
     for col in ("", "build", "commit", "ref", "built", "outputs", "size", "entries"):
         table.add_column(col)
     for i in infos:
-        built = dt.datetime.fromtimestamp(i.created, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        built = dt.datetime.fromtimestamp(i.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row("*" if i.id == live else "", i.id, i.commit[:12], i.ref, built,
                       str(i.outputs), f"{i.bytes / 1e6:.1f} MB", f"{i.live_entries}/{i.entries}")
     out.print(table)

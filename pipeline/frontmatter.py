@@ -36,7 +36,7 @@ def parse_front_matter(path: str, text: str) -> FrontMatter:
     """Raises ContentError (code ``front-matter``) with the file line of the problem."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    if not (text.startswith("---\n") or text.startswith("---\r\n")):
+    if not (text.startswith(("---\n", "---\r\n"))):
         raise ContentError(
             path, 1, 1, "front-matter",
             "file must start with a '---' line opening the YAML front matter",
@@ -60,7 +60,7 @@ def parse_front_matter(path: str, text: str) -> FrontMatter:
         )
     block = text[start:end]
     try:
-        meta = yaml.load(block, Loader=yaml.CSafeLoader)  # noqa: S506 - safe loader
+        meta = yaml.load(block, Loader=yaml.CSafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = (mark.line + 2) if mark else 2

@@ -18,10 +18,10 @@ import jinja2.meta
 
 from pipeline import dates
 from pipeline.config import SiteConfig
+from pipeline.documents import canonical_json
 from pipeline.errors import TemplateError
 from pipeline.graph import ListingPage, OutputSpec, fingerprint
 from pipeline.schema import ContentType
-from pipeline.store import canonical_json
 
 ROOT_TEMPLATES = ("entry.html", "listing.html", "tags.html", "404.html", "atom.xml", "sitemap.xml")
 
@@ -149,7 +149,7 @@ class Renderer:
             text = self.env.get_template(template).render(site=self.site, page_url=page_url, **context)
         except TemplateError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any template failure is the author's to fix
+        except Exception as exc:
             raise _template_error(exc, self.templates) from None
         return text.encode()
 

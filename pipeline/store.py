@@ -26,14 +26,10 @@ from typing import Any
 
 import blake3
 
+from pipeline.documents import canonical_json
 from pipeline.errors import PublishConflict, StoreError
 
 BUILD_ID_CHARS = 20  # 80 bits of blake3: collision-free for any realistic build count
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, compact, UTF-8: identical values give identical bytes (and hashes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def blob_hash(data: bytes) -> str:

@@ -57,7 +57,7 @@ class LiveSite:
         if method not in ("GET", "HEAD"):
             return Answer(405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")],
                           b"405 method not allowed: the site is read-only (GET, HEAD)\n")
-        key, item = self.lookup(path)
+        _key, item = self.lookup(path)
         if item is None:
             if not path.endswith("/") and path + "/" in self.manifest:
                 return Answer(301, [("Location", path + "/"), ("Cache-Control", PAGE_CACHE_CONTROL)], b"")

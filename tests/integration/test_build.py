@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 from pipeline.build import BuildOptions, build_site
 from pipeline.errors import BuildFailed, ContentError, TemplateError
 from pipeline.publish import diff_builds, publish
 from pipeline.source import DirSource, GitSource
 from pipeline.store import Store
-from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 AS_OF = "2026-06-01T00:00:00Z"
 
@@ -106,7 +106,8 @@ def test_tag_rename_rerenders_what_shows_the_tag(site: Path, store: Store) -> No
     assert "/tags/intro/" in d.changed
     assert "/tags/" in d.changed
     assert "/blog/first-post/" not in d.changed
-    assert "tag:welcome" in d.keys and "tag:intro" in d.keys
+    assert "tag:welcome" in d.keys
+    assert "tag:intro" in d.keys
 
 
 def test_template_edit_rerenders_exactly_its_pages(site: Path, store: Store) -> None:
@@ -232,7 +233,9 @@ def test_build_diff_equals_manifest_diff(site: Path, store: Store) -> None:
     second = build(site, store, previous=first.build_id)
     assert second.diff is not None
     assert second.diff == diff_builds(store, first.build_id, second.build_id)
-    assert second.diff.removed and second.diff.changed and second.diff.added
+    assert second.diff.removed
+    assert second.diff.changed
+    assert second.diff.added
 
 
 def test_parallel_build_equals_serial(tmp_path: Path) -> None:

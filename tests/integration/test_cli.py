@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support.sites import git_commit, make_site, write_files
 
 from pipeline.cli import main
 from pipeline.store import Store
-from support.sites import git_commit, make_site, write_files
 
 AS_OF = ["--as-of", "2026-06-01T00:00:00Z"]
 
@@ -36,10 +36,12 @@ def test_cli_publish_builds_diff_rollback_gc(site: Path) -> None:
     code, out = run(site, "publish", *AS_OF)
     assert code == 0, out
     first = Store(site / ".flowcms").live()
-    assert first and f"live: {first}" in out
+    assert first
+    assert f"live: {first}" in out
 
     code, out = run(site, "publish", *AS_OF)
-    assert code == 0 and "nothing changed" in out
+    assert code == 0
+    assert "nothing changed" in out
 
     write_files(site, {"blog/third.md": None})
     git_commit(site)
@@ -50,7 +52,10 @@ def test_cli_publish_builds_diff_rollback_gc(site: Path) -> None:
     assert re.search(r"\d+ added, \d+ changed, \d+ removed", out)
 
     code, out = run(site, "builds")
-    assert code == 0 and first[:12] in out and second and second[:12] in out
+    assert code == 0
+    assert first[:12] in out
+    assert second
+    assert second[:12] in out
 
     code, out = run(site, "diff", first[:8], second, "--json")
     assert code == 0
@@ -61,12 +66,15 @@ def test_cli_publish_builds_diff_rollback_gc(site: Path) -> None:
     assert "listing:type:blog" in diff["keys"]
 
     code, out = run(site, "rollback")
-    assert code == 0 and Store(site / ".flowcms").live() == first
+    assert code == 0
+    assert Store(site / ".flowcms").live() == first
     code, out = run(site, "rollback", second[:10])
-    assert code == 0 and Store(site / ".flowcms").live() == second
+    assert code == 0
+    assert Store(site / ".flowcms").live() == second
 
     code, out = run(site, "gc", "--keep", "1")
-    assert code == 0 and "removed 1 builds" in out
+    assert code == 0
+    assert "removed 1 builds" in out
     assert [b.id for b in Store(site / ".flowcms").list_builds()] == [second]
 
     code, out = run(site, "rollback", "nonexistent")
@@ -74,7 +82,7 @@ def test_cli_publish_builds_diff_rollback_gc(site: Path) -> None:
 
 
 def test_cli_check_reports_every_problem_and_exits_1(site: Path) -> None:
-    code, out = run(site, "publish", *AS_OF)
+    _code, _out = run(site, "publish", *AS_OF)
     live = Store(site / ".flowcms").live()
     write_files(site, {
         "blog/a.md": "---\ntitle: A\nauthor: nobody\n---\n",
@@ -95,18 +103,23 @@ def test_cli_init_creates_a_buildable_git_site(tmp_path: Path) -> None:
     target = tmp_path / "new"
     result = CliRunner().invoke(main, ["init", str(target)])
     assert result.exit_code == 0, result.output
-    assert (target / ".git").is_dir() and (target / "flowcms.toml").exists()
+    assert (target / ".git").is_dir()
+    assert (target / "flowcms.toml").exists()
     code, out = run(target, "check")
-    assert code == 0 and "no problems" in out
+    assert code == 0
+    assert "no problems" in out
     again = CliRunner().invoke(main, ["init", str(target)])
-    assert again.exit_code == 1 and "not empty" in again.output
+    assert again.exit_code == 1
+    assert "not empty" in again.output
 
 
 def test_cli_bad_ref_and_bad_option(site: Path) -> None:
     code, out = run(site, "build", "--ref", "no-such-branch")
-    assert code == 1 and "ref 'no-such-branch' not found" in out
+    assert code == 1
+    assert "ref 'no-such-branch' not found" in out
     result = CliRunner().invoke(main, ["--site", str(site), "build", "--as-of", "soon"])
-    assert result.exit_code == 2 and "ISO 8601" in result.output
+    assert result.exit_code == 2
+    assert "ISO 8601" in result.output
 
 
 def test_cli_up_builds_and_serves(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from support.sites import copy_sample, git_commit, write_files
+
 from pipeline.index import open_index
 from pipeline.store import Store, blob_hash
-from support.sites import copy_sample, git_commit, write_files
 
 KILLS = 14
 

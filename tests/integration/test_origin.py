@@ -9,13 +9,13 @@ import httpx
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 from pipeline.build import BuildOptions, build_site
 from pipeline.origin import create_app
 from pipeline.publish import publish
 from pipeline.source import GitSource
 from pipeline.store import Store
-from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 AS_OF = "2026-06-01T00:00:00Z"
 
@@ -64,15 +64,19 @@ async def test_origin_serves_live_build_with_validators(tmp_path: Path) -> None:
             assert miss.status_code == 200
 
             head = await client.head("/blog/first-post/")
-            assert head.status_code == 200 and head.content == b""
+            assert head.status_code == 200
+            assert head.content == b""
             assert head.headers["content-length"] == str(item.size)
 
             redirect = await client.get("/blog/first-post")
-            assert redirect.status_code == 301 and redirect.headers["location"] == "/blog/first-post/"
+            assert redirect.status_code == 301
+            assert redirect.headers["location"] == "/blog/first-post/"
             nf = await client.get("/no/such/page/")
-            assert nf.status_code == 404 and b"404" in nf.content
+            assert nf.status_code == 404
+            assert b"404" in nf.content
             post = await client.post("/blog/first-post/", content=b"x")
-            assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"
+            assert post.status_code == 405
+            assert post.headers["allow"] == "GET, HEAD"
 
             # publish a new build: the running origin serves it on the next request, and
             # unchanged pages keep their ETag (so clients revalidating get 304)
@@ -83,7 +87,8 @@ async def test_origin_serves_live_build_with_validators(tmp_path: Path) -> None:
                                 options=BuildOptions(as_of=AS_OF))
             publish(store, result.build_id)
             fresh = await client.get("/blog/first-post/")
-            assert b"Howdy" in fresh.content and fresh.headers["etag"] != r.headers["etag"]
+            assert b"Howdy" in fresh.content
+            assert fresh.headers["etag"] != r.headers["etag"]
             same = await client.get("/docs/start-here/", headers={"If-None-Match": old_tag})
             assert same.status_code == 304
         nursery.cancel_scope.cancel()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 from pipeline.build import BuildOptions, build_site
 from pipeline.errors import BuildFailed
 from pipeline.source import GitSource
 from pipeline.store import Store
-from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 AS_OF = "2026-06-01T00:00:00Z"
 TITLES = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon"]

@@ -32,7 +32,9 @@ def test_markdown_media_relative_links_become_site_paths() -> None:
 def test_markdown_external_links_untouched() -> None:
     out = render("[x](https://example.org/a.md) [y](#frag) [z](mailto:a@b.c)\n")
     assert 'href="https://example.org/a.md"' in out.html
-    assert out.links == {} and out.problems == [] and out.site_links == []
+    assert out.links == {}
+    assert out.problems == []
+    assert out.site_links == []
 
 
 def test_markdown_tables_footnotes_anchors_and_toc() -> None:
@@ -49,4 +51,5 @@ def test_markdown_text_and_excerpt() -> None:
     assert out.text == "Hello bold code."
     assert out.reading_minutes == 1
     long = " ".join(["word"] * 100)
-    assert make_excerpt(long).endswith("…") and len(make_excerpt(long)) <= 201
+    assert make_excerpt(long).endswith("…")
+    assert len(make_excerpt(long)) <= 201

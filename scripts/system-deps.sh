@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the test suite needs beyond Python: git (content repositories) and
+# chromium (the theme's screenshot tests). Installed with apt-get when missing.
+set -euo pipefail
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || {
+  $SUDO apt-get update -q >/dev/null
+  $SUDO apt-get install -y -q "${need[@]}" >/dev/null
+}
