@@ -247,3 +247,44 @@ def test_parallel_build_equals_serial(tmp_path: Path) -> None:
     parallel = build(site, Store(tmp_path / "b"), full=True, workers=2, as_of="2026-11-20T00:00:00Z")
     assert serial.rendered > 128
     assert serial.build_id == parallel.build_id
+
+
+def test_duplicate_id_is_reported_with_both_files(site: Path, store: Store) -> None:
+    write_files(site, {"blog/a.md": "---\nid: same\ntitle: A\nauthor: ada\n---\n",
+                       "blog/b.md": "---\nid: same\ntitle: B\nauthor: ada\n---\n"})
+    git_commit(site)
+    with pytest.raises(BuildFailed) as info:
+        build(site, store)
+    assert [str(e) for e in info.value.errors] == ["blog/b.md:1:1: duplicate id 'same' (also in blog/a.md)"]
+
+
+def test_feeds_and_sitemap_are_valid_xml(site: Path, store: Store) -> None:
+    import xml.etree.ElementTree as ET
+
+    manifest = store.manifest(build(site, store).build_id)
+    atom = ET.fromstring(store.read(manifest["/feed.xml"].blob))
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    titles = [e.findtext("a:title", namespaces=ns) for e in atom.findall("a:entry", ns)]
+    assert titles == ["Third Post", "Second Post", "First Post", "Start Here"]
+    assert atom.findtext("a:updated", namespaces=ns) == "2026-03-01T10:00:00Z"
+    content = atom.find("a:entry/a:content", ns)
+    assert content is not None and "<p>Body three.</p>" in (content.text or "")
+    sitemap = ET.fromstring(store.read(manifest["/sitemap.xml"].blob))
+    locs = [u.findtext("{http://www.sitemaps.org/schemas/sitemap/0.9}loc") for u in sitemap]
+    assert "https://tiny.example/blog/first-post/" in locs
+    assert all(loc and loc.startswith("https://tiny.example/") for loc in locs)
+
+
+def test_gc_keeps_live_and_newest_and_drops_unreferenced_blobs(site: Path, store: Store) -> None:
+    ids = []
+    for n in range(3):
+        write_files(site, {"blog/third.md": TINY_SITE["blog/third.md"].replace("Body three.", f"Body {n}.")})
+        git_commit(site)
+        ids.append(build(site, store, previous=ids[-1] if ids else None).build_id)
+    publish(store, ids[0])
+    removed_builds, removed_blobs = store.gc(keep=1)
+    assert removed_builds == 1 and removed_blobs > 0
+    assert {b.id for b in store.list_builds()} == {ids[0], ids[2]}
+    for build_id in (ids[0], ids[2]):
+        for item in store.manifest(build_id).values():
+            assert store.has(item.blob)
