@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from pipeline.publish import BuildDiff, diff_manifests
 from pipeline.render import Renderer, template_fingerprints
 from pipeline.schema import ContentType, parse_content_type
 from pipeline.source import Source, Tree, git_blob_id
-from pipeline.store import ManifestItem, Store
+from pipeline.store import Manifest, ManifestItem, Store
 
 THEME_DIR = Path(__file__).resolve().parent.parent / "site_templates"
 PARALLEL_THRESHOLD = 128  # below this many renders a process pool costs more than it saves
@@ -127,6 +128,16 @@ def stable_until(records: Mapping[str, Mapping[str, Any]], as_of: str) -> str | 
     return min(future) if future else None
 
 
+def _build_info(store: Store, build_id: str | None) -> dict[str, Any]:
+    if build_id is None:
+        return {}
+    try:
+        info = json.loads((store.build_dir(build_id) / "build.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def _unchanged(store: Store, previous: str | None, source_fp: str, as_of: str) -> dict[str, Any] | None:
     """The previous build's info when it is exactly what this build would produce."""
     if previous is None:
@@ -199,6 +210,16 @@ def read_site(source: Source, theme_dir: Path, errors: list[PipelineError]) -> _
 _JOB: dict[str, Any] = {}
 
 
+def _parse_chunk(indices: list[int]) -> list[tuple[int, EntryMeta | None, list[tuple[str, int, int, str, str]]]]:
+    items: list[tuple[str, str, str]] = _JOB["to_parse"]
+    out = []
+    for i in indices:
+        meta, problems = parse_entry(*items[i], _JOB["types"], _JOB["authors"])
+        # errors travel as tuples: exceptions with custom __init__ do not unpickle
+        out.append((i, meta, [(e.path, e.line, e.column, e.code, e.message) for e in problems]))
+    return out
+
+
 def _markdown_chunk(indices: list[int]) -> list[tuple[int, dict[str, Any] | None, list[tuple[str, int, int, str, str]]]]:
     metas: list[EntryMeta] = _JOB["metas"]
     return [(i, *_render_entry(metas[i], _JOB["md"], _JOB["urls"], _JOB["files"], _JOB["schema_fps"]))
@@ -227,17 +248,26 @@ def _chunks(n: int, workers: int) -> list[list[int]]:
 
 def _run_parallel(
     fn: Callable[[list[int]], list[Any]], n: int, workers: int,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, *, meanwhile: Callable[[], None] | None = None,
 ) -> list[Any]:
+    """``fn`` over range(n) in chunks, in a fork pool when there is enough work.
+
+    ``meanwhile`` runs in this process while the pool works (serially: after ``fn``).
+    """
     if workers <= 1 or n < PARALLEL_THRESHOLD:
         results = fn(list(range(n)))
         if progress:
             progress(n, n)
+        if meanwhile:
+            meanwhile()
         return results
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
         results = []
-        for part in pool.imap_unordered(fn, _chunks(n, workers)):
+        pending = pool.imap_unordered(fn, _chunks(n, workers))
+        if meanwhile:
+            meanwhile()
+        for part in pending:
             results.extend(part)
             if progress:
                 progress(len(results), n)
@@ -262,12 +292,12 @@ def _render_entry(
     return record, problems
 
 
-def _previous_state(store: Store, previous: str | None) -> tuple[dict[str, list[Any]], dict[str, dict[str, Any]], Path | None]:
+def _previous_state(store: Store, previous: str | None) -> tuple[Manifest, dict[str, dict[str, Any]], Path | None]:
     if previous is None:
         return {}, {}, None
     build_dir = store.build_dir(previous)
     try:
-        deps = json.loads((build_dir / "deps.json").read_bytes())
+        deps = store.manifest(previous)
         conn = open_index(build_dir / "index.sqlite")
         try:
             records = load_entry_records(conn, bodies=False)  # bodies fetched when needed
@@ -312,11 +342,16 @@ def build_site(
     # read
     tree: Tree = source.tree()
     site = read_site(source, options.theme_dir, errors)
-    try:
-        template_fps = template_fingerprints(site.templates)
-    except TemplateError as exc:
-        errors.append(exc)
-        template_fps = {}
+    prev_info = _build_info(store, previous)
+    templates_fp = fingerprint("template-sources", sorted((k, v[0]) for k, v in site.templates.items()))
+    template_fps: dict[str, str] = {}
+    if prev_info.get("templates_fp") == templates_fp and not options.full:
+        template_fps = dict(prev_info.get("template_fps") or {})  # same sources: same closures
+    if not template_fps:
+        try:
+            template_fps = template_fingerprints(site.templates)
+        except TemplateError as exc:
+            errors.append(exc)
     prev_deps, prev_records, prev_index = ({}, {}, None) if options.full else _previous_state(store, previous)
     stage("read")
 
@@ -325,6 +360,7 @@ def build_site(
     prev_by_path = {r["path"]: r for r in prev_records.values()}
     records: dict[str, dict[str, Any]] = {}  # by path
     metas: list[EntryMeta] = []
+    to_parse: list[tuple[str, str, str]] = []  # (path, blob, text)
     for path in site.entry_paths:
         old = prev_by_path.get(path)
         blob = tree[path]
@@ -332,12 +368,16 @@ def build_site(
             records[path] = old
             continue
         try:
-            text = source.read(path).decode()
+            to_parse.append((path, blob, source.read(path).decode()))
         except UnicodeDecodeError as exc:
             errors.append(ContentError(path, 1, exc.start + 1, "encoding", "file is not UTF-8"))
-            continue
-        meta, problems = parse_entry(path, blob, text, site.types, site.authors)
-        errors.extend(problems)
+    _JOB.update(to_parse=to_parse, types=site.types, authors=site.authors)
+    try:
+        parsed = _run_parallel(_parse_chunk, len(to_parse), workers)
+    finally:
+        _JOB.clear()
+    for _i, meta, problems in sorted(parsed, key=lambda x: x[0]):
+        errors.extend(ContentError(*p) for p in problems)
         if meta is not None:
             metas.append(meta)
     urls = {r["path"]: r["url"] for r in records.values()}
@@ -422,8 +462,8 @@ def build_site(
     for i, spec in enumerate(specs):
         old = prev_deps.get(spec.path)
         # the previous build is live (or kept), so gc has left its blobs in place
-        if old is not None and old[0] == spec.fingerprint:
-            manifest[spec.path] = ManifestItem(old[1], spec.media_type, old[2], spec.keys)
+        if old is not None and old.fp == spec.fingerprint:
+            manifest[spec.path] = ManifestItem(old.blob, spec.media_type, old.size, spec.keys, spec.fingerprint)
         else:
             todo.append(i)
     stage("plan")
@@ -450,10 +490,31 @@ def build_site(
     renderer = Renderer(site.templates, config=site.config, types=site.types, authors=site.authors,
                         records=live, read_file=lambda url: readers[url]())
     todo_specs = [specs[i] for i in todo]
+    staging = store.new_staging()
+    all_records = {r["id"]: r for r in records.values()}
+
+    def write_build_index() -> None:
+        """Runs in this process while the pool renders (it needs no rendered output)."""
+        index_path = staging / "index.sqlite"
+        if prev_index is not None:
+            # records reused from the previous index are the same objects (and lack bodies)
+            upserts = [r for i, r in all_records.items() if prev_records.get(i) is not r]
+            deletes = [i for i in prev_records if i not in all_records]
+            flips = {i: r["live"] for i, r in all_records.items()
+                     if prev_records.get(i) is r and prev_live.get(i) != r["live"]}
+            update_index(prev_index, index_path, upserts=upserts, deletes=deletes, authors=site.authors,
+                         live=flips)
+        else:
+            write_index(index_path, all_records.values(), site.authors)
+
     _JOB.update(specs=todo_specs, renderer=renderer, store=store)
     try:
         rendered = _run_parallel(_render_chunk, len(todo_specs), workers,
-                                 lambda done, total: progress("render", done, total) if progress else None)
+                                 lambda done, total: progress("render", done, total) if progress else None,
+                                 meanwhile=write_build_index)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         _JOB.clear()
     for item in rendered:
@@ -461,44 +522,25 @@ def build_site(
         if len(item) == 4:
             errors.append(TemplateError(item[1], item[2], f"{item[3]} (rendering {spec.path})"))
             continue
-        manifest[spec.path] = ManifestItem(item[1], spec.media_type, item[2], spec.keys)
+        manifest[spec.path] = ManifestItem(item[1], spec.media_type, item[2], spec.keys, spec.fingerprint)
     if errors:
+        shutil.rmtree(staging, ignore_errors=True)
         raise BuildFailed(errors[:50])
-    stage("render")
-
-    # index + build directory
-    staging = store.new_staging()
-    index_path = staging / "index.sqlite"
-    all_records = {r["id"]: r for r in records.values()}
-    if prev_index is not None:
-        # records reused from the previous index are the same objects (and lack bodies)
-        upserts = [r for i, r in all_records.items() if prev_records.get(i) is not r]
-        deletes = [i for i in prev_records if i not in all_records]
-        flips = {i: r["live"] for i, r in all_records.items()
-                 if prev_records.get(i) is r and prev_live.get(i) != r["live"]}
-        update_index(prev_index, index_path, upserts=upserts, deletes=deletes, authors=site.authors,
-                     live=flips)
-    else:
-        write_index(index_path, all_records.values(), site.authors)
-    stage("index")
-    deps = {s.path: [s.fingerprint, manifest[s.path].blob, manifest[s.path].size, s.keys] for s in specs}
-    (staging / "deps.json").write_bytes(json.dumps(deps, separators=(",", ":"), ensure_ascii=False).encode())
+    stage("render+index")
     revision = source.revision
     info = {
         "id": "", "commit": revision.commit, "ref": options.ref, "created": time.time(),
         "as_of": as_of, "outputs": len(manifest), "bytes": sum(m.size for m in manifest.values()),
         "entries": len(all_records), "live_entries": len(live),
         "source_fp": source_fp, "stable_until": stable_until(all_records, as_of),
+        "templates_fp": templates_fp, "template_fps": template_fps,
     }
     (staging / "build.json").write_bytes(canonical_json(info))
     build_id = store.commit_build(staging, manifest)
     stage("commit")
     removed = len(set(prev_deps) - paths)
-    diff = None
-    if prev_deps and all(len(d) > 3 for d in prev_deps.values()):
-        # the purge set against the previous build, from its deps: no manifest re-read
-        old = {p: ManifestItem(d[1], "", d[2], tuple(d[3])) for p, d in prev_deps.items()}
-        diff = diff_manifests(old, manifest, old_id=previous, new_id=build_id)
+    # the purge set against the previous build, from its manifest already in memory
+    diff = diff_manifests(prev_deps, manifest, old_id=previous, new_id=build_id) if prev_deps else None
     return BuildResult(
         build_id=build_id, previous_id=previous, rendered=len(todo), reused=len(specs) - len(todo),
         removed=removed, outputs=len(specs), entries=len(all_records), live_entries=len(live),

@@ -116,6 +116,7 @@ _RECORD_COLUMNS = (
     " publish_at, unpublish_at, excerpt, body_html, body_text, url, live, reading_minutes,"
     " '[' || tags || ',' || fields || ',' || links || ',' || extra || ']'"
 )
+_JSON_PARTS = "'[' || tags || ',' || fields || ',' || links || ',' || extra || ']'"
 _RECORD_COLUMNS_NO_BODIES = _RECORD_COLUMNS.replace("body_html, body_text,", "NULL, NULL,")
 _EMPTY_JSON_PARTS = "[[],{},{},{}]"
 _AUTHOR_FIELDS = ("name", "bio", "url", "avatar", "email")
@@ -488,13 +489,15 @@ def _select(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> l
         return cursor.execute(sql, tuple(params)).fetchall()
 
 
-def _record(row: _Row) -> Record:
+def _record(row: _Row, parsed: list[Any] | None = None) -> Record:
     (
         entry_id, path, blob, title, slug, status, content_type, author, published_at,
         updated_at, publish_at, unpublish_at, excerpt, body_html, body_text, url, live,
         reading_minutes, json_parts,
     ) = row[:19]  # fmt: skip
-    if json_parts == _EMPTY_JSON_PARTS:
+    if parsed is not None:
+        tags, fields, links, extra = parsed
+    elif json_parts == _EMPTY_JSON_PARTS:
         tags, fields, links, extra = [], {}, {}, None
     else:
         tags, fields, links, extra = json.loads(json_parts)
@@ -534,10 +537,17 @@ def load_entry_records(conn: sqlite3.Connection, *, bodies: bool = True) -> dict
     of a 10k-entry site reads a fraction of the file.
     """
     columns = _RECORD_COLUMNS if bodies else _RECORD_COLUMNS_NO_BODIES
-    # Table order, then a sort in Python: cheaper than walking the id index row by row.
-    rows = _select(conn, f"SELECT {columns} FROM entries")
-    rows.sort(key=_first)
-    return {row[0]: _record(row) for row in rows}
+    # The JSON columns of every row are concatenated by SQLite into one array and parsed
+    # with one json.loads: a third of the cost of 10k small parses. Both queries walk the
+    # table in id order, so row i of one is row i of the other.
+    columns = columns.replace(_JSON_PARTS, "NULL")
+    rows = _select(conn, f"SELECT {columns} FROM entries ORDER BY id")
+    joined = _select(conn, "SELECT '[' || coalesce(group_concat(parts, ','), '') || ']' FROM "
+                           f"(SELECT {_JSON_PARTS} AS parts FROM entries ORDER BY id)")[0][0]
+    parsed = json.loads(joined)
+    if len(parsed) != len(rows):
+        raise IndexCorrupt("entries changed while they were read")
+    return {row[0]: _record(row, parts) for row, parts in zip(rows, parsed, strict=True)}
 
 
 def load_bodies(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
