@@ -57,10 +57,12 @@ def test_pipelined_requests_parse_in_order() -> None:
     assert [type(e).__name__ for e in evs] == [
         "RequestHead", "EndOfMessage", "RequestHead", "Body", "EndOfMessage",
         "RequestHead", "Body", "EndOfMessage", "RequestHead", "EndOfMessage"]
-    assert evs[3] == Body(b"hello") and evs[6] == Body(b"abcde")
+    assert evs[3] == Body(b"hello")
+    assert evs[6] == Body(b"abcde")
     assert evs[7] == EndOfMessage([(b"x-t", b"1")])
     assert heads[0].headers == [(b"host", b"x"), (b"accept", b"*/*")]
-    assert heads[0].keep_alive and not heads[3].keep_alive  # 1.0 closes by default
+    assert heads[0].keep_alive
+    assert not heads[3].keep_alive
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
@@ -115,14 +117,18 @@ def test_body_limit_is_413_before_reading_it() -> None:
 
 def test_expect_continue_and_leading_crlf() -> None:
     (head, end) = events(b"\r\nGET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n")
-    assert isinstance(head, RequestHead) and head.expect_continue and isinstance(end, EndOfMessage)
+    assert isinstance(head, RequestHead)
+    assert head.expect_continue
+    assert isinstance(end, EndOfMessage)
 
 
 def test_connection_close_and_keep_alive_tokens() -> None:
     (close, _) = events(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n")
     (keep, _) = events(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-    assert isinstance(close, RequestHead) and not close.keep_alive
-    assert isinstance(keep, RequestHead) and keep.keep_alive
+    assert isinstance(close, RequestHead)
+    assert not close.keep_alive
+    assert isinstance(keep, RequestHead)
+    assert keep.keep_alive
 
 
 def test_format_response_head() -> None:
