@@ -22,15 +22,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
-
-_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
 
 from pipeline.documents import canonical_json
 from pipeline.errors import PublishConflict, StoreError
 
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
 BUILD_ID_CHARS = 20  # 80 bits of blake3: collision-free for any realistic build count
 
 
@@ -77,8 +76,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestItem:
+class ManifestItem(NamedTuple):
+    """One output of a build. A NamedTuple, not a frozen dataclass: 25k of them are made
+    per incremental build of a 10k-entry site and tuple construction is 3× cheaper."""
+
     blob: str
     type: str
     size: int
