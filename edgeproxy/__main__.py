@@ -1,13 +1,106 @@
-"""``edgeproxy`` entry point. The proxy itself is issue 4; until then the command says so."""
+"""``edgeproxy``: command line → ProxyConfig → trio.run(Server.serve).
+
+Exit status: 0 after a graceful shutdown (SIGTERM/SIGINT), 1 when the proxy cannot start
+(port in use, unreadable TLS files), 2 for a bad option or config value (click's usage
+error status). An unreachable origin is not a startup error: requests get 502 until it is up.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+from typing import Any
+
+import click
+import trio
+
+from edgeproxy.config import ProxyConfig, apply, load_toml
+from edgeproxy.errors import ConfigError
 
 
-def main() -> None:
-    sys.stderr.write("edgeproxy: the caching proxy is not built yet (see issue 4)\n")
-    sys.exit(2)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; access-log records carry their fields in ``record.request``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = getattr(record, "request", None) or {"message": record.getMessage()}
+        line = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, **data}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger message``; access-log records as ``METHOD target status bytes ms id``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request = getattr(record, "request", None)
+        if request:
+            message = (f"{request['method']} {request['target']} {request['status']} {request['bytes']}B "
+                       f"{request['ms']}ms {request['protocol']} id={request['id']}")
+        else:
+            message = record.getMessage()
+        text = f"{self.formatTime(record)} {record.levelname.lower()} {record.name}: {message}"
+        return text + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--listen", help="HOST:PORT to listen on (HTTP/1.1 and HTTP/2 on one port; port 0 picks one). "
+                               "[127.0.0.1:8080]")
+@click.option("--origin", help="Origin to proxy to, http://HOST:PORT. [http://127.0.0.1:8000]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
+@click.option("--cache-bytes", type=click.IntRange(min=0), help="Memory budget of the cache in bytes. [268435456]")
+@click.option("--eviction", type=click.Choice(["s3fifo", "lru"]), help="Eviction policy. [s3fifo]")
+@click.option("--purge-token", envvar="EDGEPROXY_PURGE_TOKEN", help="Bearer token for PURGE and /.edge/purge.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain (enables TLS + ALPN h2).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key.")
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to wait for the origin's answer. [30]")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to connect to the origin. [5]")
+@click.option("--keepalive-timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Idle client connection timeout in seconds. [75]")
+@click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight requests get on shutdown. [10]")
+@click.option("--log-format", type=click.Choice(["json", "text", "off"]), help="Access log format. [json]")
+def main(config_file: str | None, **options: Any) -> None:
+    """A caching HTTP/1.1 + HTTP/2 proxy (RFC 9111) with purge by path, prefix and surrogate key."""
+    try:
+        config = ProxyConfig()
+        if config_file:
+            config = apply(config, load_toml(config_file), source=config_file)
+        config = apply(config, options, source="command line")
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None  # exit status 2, like click's own option errors
+    _configure_logging(config)
+    try:
+        trio.run(_serve, config)
+    except* ConfigError as group:
+        for exc in group.exceptions:
+            click.echo(f"edgeproxy: {exc}", err=True)
+        sys.exit(1)
+    except* KeyboardInterrupt:  # a second Ctrl-C during the grace period
+        sys.exit(130)
+
+
+async def _serve(config: ProxyConfig) -> None:
+    from edgeproxy.server import Server
+
+    server = Server(config)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve)
+        for listener in listeners:
+            host, port = listener.socket.getsockname()[:2]
+            click.echo(f"edgeproxy {os.getpid()}: listening on {host}:{port}, origin {config.origin}"
+                       f"{' (TLS)' if config.tls_cert else ''}", err=True)
+
+
+def _configure_logging(config: ProxyConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.log_format == "json" else TextFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    if config.log_format == "off":
+        logging.getLogger("edgeproxy.access").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

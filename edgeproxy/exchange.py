@@ -1,0 +1,480 @@
+"""One request through the edge: purge/stats endpoints, cache policy, origin, response bytes.
+
+Version-agnostic: it takes a parsed request (method, target, headers, body) and returns
+a ``Reply`` (status, header fields, body) plus the cache bookkeeping; the protocol
+adapters turn a Reply into HTTP/1.1 or HTTP/2 bytes. ``policy.choose`` decides, this
+module carries the decision out (hishel's driver loop; STYLE.md 2.6 §5). Proxy error
+answers are built here and nowhere else (STYLE.md 2.4 §7).
+
+Origin fetches that may fill the cache are collapsed per cache key (``Flights``). The
+first request's answer is shared with the requests that waited for it only when it was
+stored and its Vary selects it for them too (what a cache hit would give them), or when it
+is a shared-safe server error; otherwise each waiter asks the origin itself, so a
+``private`` or ``Set-Cookie`` answer never reaches another client (Varnish's waiting list
+behaves the same way). A purge that lands while a fetch is in flight marks what that
+fetch stores as stale: the origin may have answered before the publish that caused it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import trio
+
+from edgeproxy import policy
+from edgeproxy.cache import CacheStore, Entry
+from edgeproxy.config import ProxyConfig
+from edgeproxy.errors import UpstreamError, UpstreamTimeout
+from edgeproxy.headers import format_cache_status, get_header, vary_value
+from edgeproxy.http1 import format_head_prefix
+from edgeproxy.stats import Counters, format_json, format_prometheus
+from edgeproxy.upstream import Flights, OriginPool, UpstreamResponse
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
+})
+# The edge sets X-Request-ID itself on every answer; an origin's copy would duplicate it.
+EDGE_SET_FIELDS = frozenset({b"age", b"date", b"x-request-id"})
+# Client preconditions: a cache-filling fetch drops them so the origin sends a storable full
+# response, and the cache then answers the precondition itself (Varnish does the same on a miss).
+CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
+                                b"if-unmodified-since", b"if-range"})
+_CONTENT_FIELDS = frozenset({b"content-length", b"content-type", b"content-encoding", b"content-range"})
+REQUEST_ID_MAX = 200
+_RID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+_ABSENT = b"\x00"  # a Vary field the request did not send (distinct from an empty value)
+# Purge paths arrive as JSON text; request targets are bytes with non-ASCII percent-encoded.
+_TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+@dataclass(slots=True)
+class CachedObject:
+    """What a cache entry holds: the policy's view and the bytes to send."""
+
+    stored: policy.Stored
+    status: int
+    fields: list[tuple[bytes, bytes]]  # client-facing header fields (no hop-by-hop, no Age/Date)
+    body: bytes
+    head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
+
+    def h1_head(self) -> bytes:
+        if not self.head:
+            self.head = format_head_prefix(self.status, self.fields)
+        return self.head
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    fields: list[tuple[bytes, bytes]]
+    body: bytes  # a HEAD answer keeps the GET body here; the adapters send only the head
+    close: bool = False
+    extra: list[tuple[bytes, bytes]] = field(default_factory=list)
+    head: bytes = b""  # pre-serialized status line + fields, when the reply comes from the cache
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """A cache-filling fetch's outcome, shared with the requests collapsed into it."""
+
+    response: UpstreamResponse
+    obj: CachedObject | None  # what was stored, None when the response was not storable
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The client's X-Request-ID when well-formed (short, safe characters), else a new one."""
+    given = get_header(headers, b"x-request-id")
+    if given and len(given) <= REQUEST_ID_MAX and all(c in _RID_CHARS for c in given):
+        return given
+    return os.urandom(12).hex().encode()
+
+
+def error_reply(status: int, code: str, message: str) -> Reply:
+    body = json.dumps({"errors": [{"status": str(status), "code": code, "detail": message}]}).encode()
+    return Reply(status, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
+
+
+def has_body(status: int) -> bool:
+    """May a response with this status carry content (RFC 9110 §6.4.1, §8.6)?"""
+    return status >= 200 and status not in (204, 304)
+
+
+def client_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    connection_tokens = {t.strip().lower() for n, v in headers if n == b"connection" for t in v.split(b",")}
+    kept = [(n, v) for n, v in headers
+            if n not in HOP_BY_HOP and n not in connection_tokens and n not in EDGE_SET_FIELDS]
+    return policy.strip_for_client(kept)
+
+
+class Exchange:
+    """Shared state of one worker: cache, origin pool, flights, counters."""
+
+    def __init__(self, config: ProxyConfig, nursery: trio.Nursery) -> None:
+        self.config = config
+        self.cache: CacheStore[CachedObject] = CacheStore(config.cache_bytes, eviction=config.eviction)
+        self.pool = OriginPool(config.origin_host, config.origin_port,
+                               connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
+        self.fills: Flights[Filled] = Flights(nursery)
+        self.refreshes: Flights[CachedObject | UpstreamResponse] = Flights(nursery)
+        self.revalidating: set[bytes] = set()
+        self.purge_epoch = 0  # bumped by every purge; see the module docstring
+        self.counters = Counters()
+        self.nursery = nursery  # background revalidations live here (server-owned)
+
+    # -- entry point -------------------------------------------------------------
+    async def handle(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                     body: bytes, host: bytes | None, *, rid: bytes) -> Reply:
+        """Answer one request; ``rid`` is the X-Request-ID the client will see and the origin gets."""
+        self.counters.requests += 1
+        if target.startswith(b"/.edge/"):
+            return await self.internal(method, target, headers, body)
+        if method == b"PURGE":
+            return self.purge_request(headers, {"paths": [target.decode("latin-1")]}, soft=None)
+        headers = [(n, v) for n, v in headers if n != b"x-request-id"] + [(b"x-request-id", rid)]
+        host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
+        key = b"%s%s" % (host or b"", target)
+        if method in policy.CACHEABLE_METHODS:
+            return await self.cacheable(method, target, headers, key, host)
+        return await self.forward(method, target, headers, body, host)
+
+    # -- cacheable requests ------------------------------------------------------
+    async def cacheable(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                        key: bytes, host: bytes | None) -> Reply:
+        now = time.time()
+        entry = self.cache.lookup(key, lambda name: _vary_getter(headers, name))
+        obj = entry.value if entry is not None else None
+        stored = obj.stored if obj is not None else None
+        if obj is not None and stored is not None and entry is not None and entry.stale and not stored.stale:
+            stored = obj.stored = policy.mark_stale(stored)  # soft-purged since it was stored
+        decision = policy.choose(method, headers, stored, now)
+        if isinstance(decision, policy.Serve) and obj is not None:
+            self.counters.hits += 1
+            return self.from_cache(obj, headers, decision.age, format_cache_status(
+                hit=True, ttl=decision.ttl))
+        if isinstance(decision, policy.ServeStale) and obj is not None:
+            self.counters.stale_served += 1
+            refresh = _refresh_key(key, obj)
+            if decision.revalidate_in_background and refresh not in self.revalidating:
+                self.revalidating.add(refresh)  # one background refresh per stored object at a time
+                self.nursery.start_soon(self.revalidate_in_background, target, headers, key, obj)
+            return self.from_cache(obj, headers, decision.age, format_cache_status(
+                hit=True, fwd="stale", ttl=decision.ttl, detail=decision.reason))
+        if isinstance(decision, policy.GatewayTimeout):
+            return error_reply(504, "ONLY_IF_CACHED", "only-if-cached: nothing usable is cached")
+        if isinstance(decision, policy.Pass) or get_header(headers, b"range") is not None:
+            # Pass stores nothing; a Range request is not collapsed or stored either, because
+            # its 206 answers only this request (we do not merge ranges).
+            return await self.forward(method, target, headers, b"", host)
+        if isinstance(decision, policy.Revalidate) and obj is not None:
+            return await self.revalidate(method, target, headers, key, obj, decision)
+        fwd = decision.fwd if isinstance(decision, (policy.Fetch, policy.Revalidate)) else "miss"
+        if obj is None and fwd == "miss":
+            fwd = "uri-miss" if not self.cache.variants(key) else "vary-miss"
+        return await self.fetch(method, target, headers, key, fwd, obj)
+
+    def from_cache(self, obj: CachedObject, headers: list[tuple[bytes, bytes]], age: float,
+                   cache_status: bytes) -> Reply:
+        extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
+        if policy.not_modified(headers, obj.stored):
+            return Reply(304, [(n, v) for n, v in obj.fields if n not in _CONTENT_FIELDS], b"", extra=extra)
+        return Reply(obj.status, obj.fields, obj.body, extra=extra, head=obj.h1_head())
+
+    async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                     body: bytes) -> tuple[UpstreamResponse, float, float]:
+        self.counters.origin_requests += 1
+        request_time = time.time()
+        try:
+            response = await self.pool.request(method, target, _origin_fields(headers), body)
+        except UpstreamError:
+            self.counters.origin_errors += 1
+            raise
+        return response, request_time, time.time()
+
+    async def fetch(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
+                    fwd: str, stale: CachedObject | None) -> Reply:
+        """A miss (or a stale object without validators): one collapsed, cache-filling GET."""
+        self.counters.misses += 1
+        try:
+            filled, collapsed = await self.fills.run(key, lambda: self._fill(target, headers, key))
+            if collapsed:
+                self.counters.collapsed += 1
+                if not _can_share(filled, headers):
+                    filled, collapsed = await self._fill(target, headers, key), False
+        except UpstreamError as exc:
+            return self.origin_failed(exc, stale, headers)
+        response = filled.response
+        if response.status >= 500 and stale is not None:
+            return self.origin_failed(UpstreamError(f"origin answered {response.status}"), stale, headers,
+                                      response=response)
+        status = format_cache_status(fwd=fwd, stored=filled.obj is not None and not collapsed,
+                                     collapsed=collapsed)
+        if filled.obj is not None:
+            return self.from_cache(filled.obj, headers, policy.current_age(filled.obj.stored, time.time()), status)
+        return _origin_reply(method, response, status)
+
+    async def _fill(self, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes) -> Filled:
+        request = [(n, v) for n, v in headers if n not in CONDITIONAL_FIELDS]
+        epoch = self.purge_epoch
+        response, t0, t1 = await self.origin(b"GET", target, request, b"")
+        obj = self.store_response(key, target, request, response, t0, t1, stale=epoch != self.purge_epoch)
+        return Filled(response, obj)
+
+    def store_response(self, key: bytes, target: bytes, request_headers: list[tuple[bytes, bytes]],
+                       response: UpstreamResponse, t0: float, t1: float, *,
+                       stale: bool = False) -> CachedObject | None:
+        """Store the response when RFC 9111 allows it and it fits; the stored object or None."""
+        if not policy.is_storable(b"GET", request_headers, response.status, response.headers):
+            return None
+        size = len(response.body) + sum(len(n) + len(v) + 4 for n, v in response.headers)
+        if size > self.cache.max_entry_bytes:
+            return None
+        stored = policy.make_stored(b"GET", request_headers, response.status, response.headers, t0, t1)
+        fields = client_fields(response.headers)
+        if has_body(response.status):
+            fields.append((b"content-length", b"%d" % len(response.body)))
+        obj = CachedObject(stored, response.status, fields, response.body)
+        vary = stored.vary if stored.vary != "*" else ()
+        values = tuple(_ABSENT if v is None else v for v in stored.vary_values)
+        refused = self.cache.store(Entry(
+            key=key, path=target.split(b"?", 1)[0], vary=tuple(vary) or None, vary_values=values,
+            value=obj, size=size, surrogate_keys=stored.surrogate_keys, stale=stale)) is None
+        return None if refused else obj
+
+    async def revalidate(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
+                         obj: CachedObject, decision: policy.Revalidate) -> Reply:
+        """A conditional request for a stored object, collapsed per object; 304 freshens it."""
+        self.counters.revalidations += 1
+        try:
+            outcome, _ = await self.refreshes.run(
+                _refresh_key(key, obj),
+                lambda: self._refresh(target, headers, key, obj, decision.conditional_headers))
+        except UpstreamError as exc:
+            return self.origin_failed(exc, obj, headers)
+        if isinstance(outcome, UpstreamResponse):  # the origin answered with a server error
+            return self.origin_failed(UpstreamError(f"origin answered {outcome.status}"), obj, headers,
+                                      response=outcome)
+        status = format_cache_status(fwd=decision.fwd, stored=True)
+        return self.from_cache(outcome, headers, policy.current_age(outcome.stored, time.time()), status)
+
+    async def _refresh(self, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
+                       obj: CachedObject, conditional: list[tuple[bytes, bytes]]) -> CachedObject | UpstreamResponse:
+        """Revalidate ``obj``: the refreshed object, or the origin's 5xx for the caller to handle."""
+        request = [(n, v) for n, v in headers if n not in CONDITIONAL_FIELDS]
+        epoch = self.purge_epoch
+        response, t0, t1 = await self.origin(b"GET", target, request + conditional, b"")
+        if response.status == 304 and policy.can_update_from_304(obj.stored, response.headers):
+            self.counters.revalidated_unchanged += 1
+            self._freshen(key, obj, response, t0, t1, purged=epoch != self.purge_epoch)
+            return obj
+        if response.status == 304:
+            # RFC 9111 §4.3.4: this 304 selects no stored response; ask again without validators.
+            response, t0, t1 = await self.origin(b"GET", target, request, b"")
+        if response.status >= 500:
+            return response
+        fresh = self.store_response(key, target, request, response, t0, t1, stale=epoch != self.purge_epoch)
+        if fresh is None:
+            # The new answer may not be stored: the old one must not be served any more either.
+            self.cache.remove(key)
+            fresh = CachedObject(policy.make_stored(b"GET", request, response.status, response.headers, t0, t1),
+                                 response.status, [*client_fields(response.headers), (b"content-length", b"%d" % len(response.body))], response.body)
+        return fresh
+
+    def _freshen(self, key: bytes, obj: CachedObject, response: UpstreamResponse, t0: float, t1: float, *,
+                 purged: bool) -> None:
+        """Merge a 304 into ``obj`` (RFC 9111 §4.3.4) and clear its soft-purge mark."""
+        obj.stored = policy.update_from_304(obj.stored, response.headers, t0, t1)
+        updated = {n for n, _ in response.headers}
+        obj.head = b""
+        obj.fields = [f for f in obj.fields if f[0] not in updated or f[0] in _CONTENT_FIELDS] + [
+            f for f in client_fields(response.headers) if f[0] not in _CONTENT_FIELDS]
+        if purged:
+            obj.stored = policy.mark_stale(obj.stored)  # purged again while we asked: stay stale
+            return
+        for entry in self.cache.variants(key):
+            if entry.value is obj:
+                entry.stale = False
+
+    async def revalidate_in_background(self, target: bytes, headers: list[tuple[bytes, bytes]],
+                                       key: bytes, obj: CachedObject) -> None:
+        """RFC 5861 §3: refresh a stale object served under stale-while-revalidate."""
+        refresh = _refresh_key(key, obj)
+        try:
+            self.counters.revalidations += 1
+            conditional = policy.conditional_headers(obj.stored)
+            await self.refreshes.run(refresh, lambda: self._refresh(target, headers, key, obj, conditional))
+        except UpstreamError as exc:
+            log.warning("background revalidation of %r failed: %s", key, exc)
+        except Exception:  # a failed background refresh must not kill the server
+            log.exception("background revalidation of %r failed", key)
+        finally:
+            self.revalidating.discard(refresh)
+
+    def origin_failed(self, exc: UpstreamError, obj: CachedObject | None, headers: list[tuple[bytes, bytes]],
+                      *, response: UpstreamResponse | None = None) -> Reply:
+        """Stale-if-error when allowed (RFC 5861 §4), else the origin's own 5xx, else 502/504."""
+        now = time.time()
+        if obj is not None and policy.can_serve_stale_on_error(obj.stored, headers, now):
+            self.counters.stale_if_error += 1
+            status = format_cache_status(hit=True, fwd="stale", detail="stale-if-error")
+            return self.from_cache(obj, headers, policy.current_age(obj.stored, now), status)
+        if response is not None:
+            return _origin_reply(b"GET", response, format_cache_status(fwd="stale", fwd_status=response.status))
+        if obj is not None and (obj.stored.directives.must_revalidate or obj.stored.directives.proxy_revalidate):
+            # RFC 9111 §5.2.2.2: a stale must-revalidate response that cannot be revalidated is a 504.
+            return error_reply(504, "GATEWAY_TIMEOUT",
+                               f"the stored response must be revalidated and the origin {self.config.origin} "
+                               f"failed: {exc}")
+        if isinstance(exc, UpstreamTimeout):
+            return error_reply(504, "GATEWAY_TIMEOUT", f"the origin {self.config.origin} did not answer in time")
+        return error_reply(502, "BAD_GATEWAY", f"the origin {self.config.origin} is unavailable: {exc}")
+
+    # -- uncacheable requests ------------------------------------------------------
+    async def forward(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes, host: bytes | None) -> Reply:
+        """Pass the request through; a successful unsafe method invalidates (RFC 9111 §4.4)."""
+        self.counters.passes += 1
+        try:
+            response, _, _ = await self.origin(method, target, headers, body)
+        except UpstreamError as exc:
+            return self.origin_failed(exc, None, headers)
+        for invalid in policy.invalidation_targets(method, response.status, target, response.headers,
+                                                   authority=host):
+            self.cache.purge_path(invalid.split(b"?", 1)[0], soft=False)
+        fwd = "bypass" if method in policy.CACHEABLE_METHODS else "method"
+        return _origin_reply(method, response, format_cache_status(fwd=fwd))
+
+    # -- purge and introspection ----------------------------------------------------
+    def authorized(self, headers: list[tuple[bytes, bytes]]) -> Reply | None:
+        token = self.config.purge_token
+        if token is None:
+            return error_reply(403, "PURGE_DISABLED", "purge is disabled: start edgeproxy with --purge-token")
+        given = get_header(headers, b"authorization") or b""
+        scheme, _, credential = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not credential:
+            reply = error_reply(401, "UNAUTHENTICATED", "purge needs Authorization: Bearer <token>")
+            reply.fields.append((b"www-authenticate", b'Bearer realm="edgeproxy purge"'))
+            return reply
+        if not hmac.compare_digest(credential.strip(), token.encode()):
+            return error_reply(403, "FORBIDDEN", "the purge token is not valid")
+        return None
+
+    def purge_request(self, headers: list[tuple[bytes, bytes]], spec: dict[str, object], *,
+                      soft: bool | None) -> Reply:
+        denied = self.authorized(headers)
+        if denied is not None:
+            return denied
+        if soft is None:
+            soft = (get_header(headers, b"soft-purge") or b"0").strip() in (b"1", b"true")
+        self.counters.purges += 1
+        self.purge_epoch += 1
+        count = 0
+        for path in _strings(spec.get("paths")):
+            count += self.cache.purge_path(_target_bytes(path).split(b"?", 1)[0], soft=soft)
+        for skey in _strings(spec.get("keys")):
+            count += self.cache.purge_key(skey.encode(), soft=soft)
+        for prefix in _strings(spec.get("prefixes")):
+            count += self.cache.purge_prefix(_target_bytes(prefix), soft=soft)
+        self.counters.purged_objects += count
+        body = json.dumps({"purged": count, "soft": soft}).encode()
+        return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
+
+    async def internal(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                       body: bytes) -> Reply:
+        path = target.split(b"?", 1)[0]
+        if path == b"/.edge/purge":
+            if method != b"POST":
+                reply = error_reply(405, "METHOD_NOT_ALLOWED", "use POST")
+                reply.fields.append((b"allow", b"POST"))
+                return reply
+            denied = self.authorized(headers)  # before parsing: strangers learn nothing
+            if denied is not None:
+                return denied
+            try:
+                spec, soft = _parse_purge(body)
+            except ValueError as exc:
+                return error_reply(400, "BAD_REQUEST", f"invalid purge body: {exc}")
+            return self.purge_request(headers, spec, soft=soft)
+        if method not in policy.CACHEABLE_METHODS:
+            reply = error_reply(405, "METHOD_NOT_ALLOWED", "use GET")
+            reply.fields.append((b"allow", b"GET, HEAD"))
+            return reply
+        cache = dataclasses.asdict(self.cache.statistics())
+        if path == b"/.edge/stats":
+            return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+                         format_json(self.counters, cache))
+        if path == b"/.edge/metrics":
+            return Reply(200, [(b"content-type", b"text/plain; version=0.0.4"), (b"cache-control", b"no-store")],
+                         format_prometheus(self.counters, cache))
+        return error_reply(404, "NOT_FOUND", "no such edge endpoint")
+
+
+def _parse_purge(body: bytes) -> tuple[dict[str, object], bool]:
+    """The purge body ``{"paths": [...], "keys": [...], "prefixes": [...], "soft": bool}``."""
+    spec = json.loads(body or b"{}")
+    if not isinstance(spec, dict):
+        raise ValueError("expected a JSON object")
+    for name in ("paths", "keys", "prefixes"):
+        if name in spec and not (isinstance(spec[name], list) and all(isinstance(v, str) for v in spec[name])):
+            raise ValueError(f"{name} must be a list of strings")
+    soft = spec.get("soft", False)
+    if not isinstance(soft, bool):
+        raise ValueError("soft must be true or false")
+    return spec, soft
+
+
+def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:
+    """May a request collapsed into another's fetch get its answer? See the module docstring."""
+    if filled.obj is not None:
+        return policy.vary_matches(filled.obj.stored, headers)
+    response = filled.response
+    directives, _ = policy.effective_directives(response.headers)
+    return (response.status >= 500 and not directives.private
+            and get_header(response.headers, b"set-cookie") is None)
+
+
+def _origin_reply(method: bytes, response: UpstreamResponse, cache_status: bytes) -> Reply:
+    """The origin's answer as is (minus hop-by-hop and edge-only fields)."""
+    fields = client_fields(response.headers)
+    if method == b"HEAD":
+        length = get_header(response.headers, b"content-length")  # the GET's length (RFC 9110 §8.6)
+        if length is not None and has_body(response.status):
+            fields.append((b"content-length", length))
+    elif has_body(response.status):
+        fields.append((b"content-length", b"%d" % len(response.body)))
+    return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)])
+
+
+def _refresh_key(key: bytes, obj: CachedObject) -> bytes:
+    """Revalidations collapse per stored object (one variant), never across variants: a 304 for
+    one variant's ETag says nothing about another's (RFC 9111 §4.3.4). The flight holds ``obj``,
+    so its id cannot be reused while the key is in use."""
+    return b"%s #%x" % (key, id(obj))
+
+
+def _vary_getter(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    value = vary_value(headers, name)
+    return _ABSENT if value is None else value
+
+
+def _origin_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    connection_tokens = {t.strip().lower() for n, v in headers if n == b"connection" for t in v.split(b",")}
+    return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in connection_tokens
+            and n not in (b"host", b"expect") and not n.startswith(b":")] + [(b"via", b"1.1 edgeproxy")]
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _target_bytes(text: str) -> bytes:
+    return quote(text, safe=_TARGET_SAFE).encode("ascii")

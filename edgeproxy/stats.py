@@ -1,0 +1,79 @@
+"""Counters and their two renderings: JSON (``/.edge/stats``) and Prometheus text (``/.edge/metrics``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Counters:
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    stale_served: int = 0
+    stale_if_error: int = 0
+    revalidations: int = 0
+    revalidated_unchanged: int = 0
+    collapsed: int = 0
+    passes: int = 0
+    purges: int = 0
+    purged_objects: int = 0
+    origin_requests: int = 0
+    origin_errors: int = 0
+    client_errors: int = 0
+    connections_open: int = 0
+    connections_total: int = 0
+    streams_total: int = 0
+    bytes_sent: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
+_HELP = {
+    "requests": "Requests answered",
+    "hits": "Answers served fresh from the cache",
+    "misses": "Answers fetched from the origin",
+    "stale_served": "Stale answers served while revalidating (RFC 5861 stale-while-revalidate)",
+    "stale_if_error": "Stale answers served because the origin failed (RFC 5861 stale-if-error)",
+    "revalidations": "Conditional requests sent to the origin",
+    "revalidated_unchanged": "Revalidations answered 304 Not Modified",
+    "collapsed": "Requests that waited for another request's origin fetch",
+    "passes": "Requests forwarded without the cache",
+    "purges": "Purge requests",
+    "purged_objects": "Objects removed or marked stale by purges",
+    "origin_requests": "Requests sent to the origin",
+    "origin_errors": "Origin requests that failed",
+    "client_errors": "Malformed client requests",
+    "connections_total": "Client connections accepted",
+    "streams_total": "HTTP/2 streams opened",
+    "bytes_sent": "Response bytes written to clients",
+}
+_GAUGES = {"connections_open": "Client connections open now"}
+# CacheStatistics fields that only grow; the others (objects, bytes, queue sizes) are gauges.
+_CACHE_COUNTERS = frozenset({"hits", "misses", "stored", "refused", "evictions", "purged"})
+
+
+def format_json(counters: Counters, cache: dict[str, Any]) -> bytes:
+    return json.dumps({"counters": counters.snapshot(), "cache": cache}, sort_keys=True).encode()
+
+
+def format_prometheus(counters: Counters, cache: dict[str, Any]) -> bytes:
+    lines: list[str] = []
+    values = counters.snapshot()
+    for name, text in _HELP.items():
+        lines += [f"# HELP edgeproxy_{name}_total {text}", f"# TYPE edgeproxy_{name}_total counter",
+                  f"edgeproxy_{name}_total {values[name]}"]
+    for name, text in _GAUGES.items():
+        lines += [f"# HELP edgeproxy_{name} {text}", f"# TYPE edgeproxy_{name} gauge",
+                  f"edgeproxy_{name} {values[name]}"]
+    for name, value in sorted(cache.items()):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # e.g. the eviction policy's name
+        if name in _CACHE_COUNTERS:  # Prometheus naming: a counter ends in _total
+            lines += [f"# TYPE edgeproxy_cache_{name}_total counter", f"edgeproxy_cache_{name}_total {value}"]
+        else:
+            lines += [f"# TYPE edgeproxy_cache_{name} gauge", f"edgeproxy_cache_{name} {value}"]
+    return ("\n".join(lines) + "\n").encode()
