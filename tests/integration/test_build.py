@@ -268,7 +268,8 @@ def test_feeds_and_sitemap_are_valid_xml(site: Path, store: Store) -> None:
     assert titles == ["Third Post", "Second Post", "First Post", "Start Here"]
     assert atom.findtext("a:updated", namespaces=ns) == "2026-03-01T10:00:00Z"
     content = atom.find("a:entry/a:content", ns)
-    assert content is not None and "<p>Body three.</p>" in (content.text or "")
+    assert content is not None
+    assert "<p>Body three.</p>" in (content.text or "")
     sitemap = ET.fromstring(store.read(manifest["/sitemap.xml"].blob))
     locs = [u.findtext("{http://www.sitemaps.org/schemas/sitemap/0.9}loc") for u in sitemap]
     assert "https://tiny.example/blog/first-post/" in locs
@@ -283,7 +284,8 @@ def test_gc_keeps_live_and_newest_and_drops_unreferenced_blobs(site: Path, store
         ids.append(build(site, store, previous=ids[-1] if ids else None).build_id)
     publish(store, ids[0])
     removed_builds, removed_blobs = store.gc(keep=1)
-    assert removed_builds == 1 and removed_blobs > 0
+    assert removed_builds == 1
+    assert removed_blobs > 0
     assert {b.id for b in store.list_builds()} == {ids[0], ids[2]}
     for build_id in (ids[0], ids[2]):
         for item in store.manifest(build_id).values():
