@@ -131,6 +131,8 @@ def parse_head(head: bytes) -> RequestHead:
         raise RemoteProtocolError("HTTP/1.1 request without Host")  # RFC 9112 §3.2
     tokens = {t.strip() for t in connection.split(b",")}
     keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
+    if saw_te and version == b"1.0":
+        keep_alive = False  # RFC 9112 §6.1: framing of a 1.0 message with Transfer-Encoding is faulty
     return RequestHead(method, target, version, headers, keep_alive, content_length, chunked,
                        expect_continue and version == b"1.1", host)
 

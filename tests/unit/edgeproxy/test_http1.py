@@ -134,3 +134,11 @@ def test_connection_close_and_keep_alive_tokens() -> None:
 def test_format_response_head() -> None:
     assert format_response_head(404, [(b"content-length", b"0")]) == (
         b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+
+
+def test_http10_with_transfer_encoding_closes_after() -> None:
+    """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is answered, then the connection closes."""
+    evs = events(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    head = evs[0]
+    assert isinstance(head, RequestHead)
+    assert not head.keep_alive
