@@ -18,13 +18,11 @@ fetch stores as stale: the origin may have answered before the publish that caus
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import trio
 
@@ -34,6 +32,7 @@ from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import UpstreamError, UpstreamTimeout
 from edgeproxy.headers import format_cache_status, get_header, vary_value
 from edgeproxy.http1 import format_head_prefix
+from edgeproxy.purge import REALM, PurgeSpec, apply_purge, check_token, parse_purge_body, path_of
 from edgeproxy.stats import Counters, format_json, format_prometheus
 from edgeproxy.upstream import Flights, OriginPool, UpstreamResponse
 
@@ -54,7 +53,6 @@ REQUEST_ID_MAX = 200
 _RID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
 _ABSENT = b"\x00"  # a Vary field the request did not send (distinct from an empty value)
 # Purge paths arrive as JSON text; request targets are bytes with non-ASCII percent-encoded.
-_TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 @dataclass(slots=True)
@@ -139,7 +137,8 @@ class Exchange:
         if target.startswith(b"/.edge/"):
             return await self.internal(method, target, headers, body)
         if method == b"PURGE":
-            return self.purge_request(headers, {"paths": [target.decode("latin-1")]}, soft=None)
+            soft = (get_header(headers, b"soft-purge") or b"0").strip().lower() in (b"1", b"true")
+            return self.purge(headers, PurgeSpec(paths=(path_of(target),), soft=soft))
         headers = [(n, v) for n, v in headers if n != b"x-request-id"] + [(b"x-request-id", rid)]
         host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
         key = b"%s%s" % (host or b"", target)
@@ -354,38 +353,21 @@ class Exchange:
         return _origin_reply(method, response, format_cache_status(fwd=fwd))
 
     # -- purge and introspection ----------------------------------------------------
-    def authorized(self, headers: list[tuple[bytes, bytes]]) -> Reply | None:
-        token = self.config.purge_token
-        if token is None:
-            return error_reply(403, "PURGE_DISABLED", "purge is disabled: start edgeproxy with --purge-token")
-        given = get_header(headers, b"authorization") or b""
-        scheme, _, credential = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not credential:
-            reply = error_reply(401, "UNAUTHENTICATED", "purge needs Authorization: Bearer <token>")
-            reply.fields.append((b"www-authenticate", b'Bearer realm="edgeproxy purge"'))
+    def purge(self, headers: list[tuple[bytes, bytes]], spec: PurgeSpec | None, body_error: str | None = None) -> Reply:
+        """Authenticate first (strangers learn nothing about the body), then purge."""
+        denial = check_token(self.config.purge_token, get_header(headers, b"authorization"))
+        if denial is not None:
+            reply = error_reply(denial.status, denial.code, denial.message)
+            if denial.status == 401:
+                reply.fields.append((b"www-authenticate", REALM))
             return reply
-        if not hmac.compare_digest(credential.strip(), token.encode()):
-            return error_reply(403, "FORBIDDEN", "the purge token is not valid")
-        return None
-
-    def purge_request(self, headers: list[tuple[bytes, bytes]], spec: dict[str, object], *,
-                      soft: bool | None) -> Reply:
-        denied = self.authorized(headers)
-        if denied is not None:
-            return denied
-        if soft is None:
-            soft = (get_header(headers, b"soft-purge") or b"0").strip() in (b"1", b"true")
+        if spec is None:
+            return error_reply(400, "BAD_REQUEST", f"invalid purge body: {body_error}")
         self.counters.purges += 1
         self.purge_epoch += 1
-        count = 0
-        for path in _strings(spec.get("paths")):
-            count += self.cache.purge_path(_target_bytes(path).split(b"?", 1)[0], soft=soft)
-        for skey in _strings(spec.get("keys")):
-            count += self.cache.purge_key(skey.encode(), soft=soft)
-        for prefix in _strings(spec.get("prefixes")):
-            count += self.cache.purge_prefix(_target_bytes(prefix), soft=soft)
+        count = apply_purge(self.cache, spec)
         self.counters.purged_objects += count
-        body = json.dumps({"purged": count, "soft": soft}).encode()
+        body = json.dumps({"purged": count, "soft": spec.soft}).encode()
         return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
 
     async def internal(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
@@ -396,14 +378,10 @@ class Exchange:
                 reply = error_reply(405, "METHOD_NOT_ALLOWED", "use POST")
                 reply.fields.append((b"allow", b"POST"))
                 return reply
-            denied = self.authorized(headers)  # before parsing: strangers learn nothing
-            if denied is not None:
-                return denied
             try:
-                spec, soft = _parse_purge(body)
+                return self.purge(headers, parse_purge_body(body))
             except ValueError as exc:
-                return error_reply(400, "BAD_REQUEST", f"invalid purge body: {exc}")
-            return self.purge_request(headers, spec, soft=soft)
+                return self.purge(headers, None, str(exc))
         if method not in policy.CACHEABLE_METHODS:
             reply = error_reply(405, "METHOD_NOT_ALLOWED", "use GET")
             reply.fields.append((b"allow", b"GET, HEAD"))
@@ -416,20 +394,6 @@ class Exchange:
             return Reply(200, [(b"content-type", b"text/plain; version=0.0.4"), (b"cache-control", b"no-store")],
                          format_prometheus(self.counters, cache))
         return error_reply(404, "NOT_FOUND", "no such edge endpoint")
-
-
-def _parse_purge(body: bytes) -> tuple[dict[str, object], bool]:
-    """The purge body ``{"paths": [...], "keys": [...], "prefixes": [...], "soft": bool}``."""
-    spec = json.loads(body or b"{}")
-    if not isinstance(spec, dict):
-        raise ValueError("expected a JSON object")
-    for name in ("paths", "keys", "prefixes"):
-        if name in spec and not (isinstance(spec[name], list) and all(isinstance(v, str) for v in spec[name])):
-            raise ValueError(f"{name} must be a list of strings")
-    soft = spec.get("soft", False)
-    if not isinstance(soft, bool):
-        raise ValueError("soft must be true or false")
-    return spec, soft
 
 
 def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -470,11 +434,3 @@ def _origin_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     connection_tokens = {t.strip().lower() for n, v in headers if n == b"connection" for t in v.split(b",")}
     return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in connection_tokens
             and n not in (b"host", b"expect") and not n.startswith(b":")] + [(b"via", b"1.1 edgeproxy")]
-
-
-def _strings(value: object) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _target_bytes(text: str) -> bytes:
-    return quote(text, safe=_TARGET_SAFE).encode("ascii")

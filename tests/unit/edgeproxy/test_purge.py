@@ -1,0 +1,47 @@
+"""Purge authentication and body rules, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeproxy.cache import CacheStore, Entry
+from edgeproxy.purge import PurgeSpec, apply_purge, check_token, parse_purge_body
+
+
+def test_token_rules() -> None:
+    """No token configured → 403; no bearer → 401; wrong bearer → 403; right one → allowed."""
+    assert check_token(None, b"Bearer x").status == 403  # type: ignore[union-attr]
+    assert check_token("s3cret", None).status == 401  # type: ignore[union-attr]
+    assert check_token("s3cret", b"Basic czNjcmV0").status == 401  # type: ignore[union-attr]
+    assert check_token("s3cret", b"Bearer nope").status == 403  # type: ignore[union-attr]
+    assert check_token("s3cret", b"bearer s3cret") is None
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"[1]", "expected a JSON object"),
+    (b"{", "not JSON"),
+    (b'{"paths": "/a"}', "paths must be a list of strings"),
+    (b'{"keys": [1]}', "keys must be a list of strings"),
+    (b'{"soft": "yes"}', "soft must be true or false"),
+    (b'{"path": ["/a"]}', "unknown field 'path'"),
+])
+def test_bad_bodies_say_what_is_wrong(body: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_purge_body(body)
+
+
+def test_body_is_normalised_like_request_targets() -> None:
+    spec = parse_purge_body('{"paths": ["/a b/?q=1"], "keys": ["tag:x"], "prefixes": ["/blog/"], "soft": true}'.encode())
+    assert spec == PurgeSpec(paths=(b"/a%20b/",), keys=(b"tag:x",), prefixes=(b"/blog/",), soft=True)
+    assert parse_purge_body(b"") == PurgeSpec()
+
+
+def test_apply_purge_counts_what_it_touches() -> None:
+    cache: CacheStore[str] = CacheStore(1 << 20)
+    for path, keys in ((b"/blog/a/", (b"tag:x",)), (b"/blog/b/", (b"tag:y",)), (b"/docs/c/", (b"tag:x",))):
+        cache.store(Entry(key=b"h" + path, path=path, value="v", size=10, surrogate_keys=keys))
+    assert apply_purge(cache, PurgeSpec(keys=(b"tag:x",), soft=True)) == 2
+    assert len(cache) == 3  # soft: still stored, marked stale
+    assert apply_purge(cache, PurgeSpec(prefixes=(b"/blog/",))) == 2
+    assert apply_purge(cache, PurgeSpec(paths=(b"/docs/c/",))) == 1
+    assert len(cache) == 0
