@@ -31,7 +31,7 @@ def test_bad_bodies_say_what_is_wrong(body: bytes, message: str) -> None:
 
 
 def test_body_is_normalised_like_request_targets() -> None:
-    spec = parse_purge_body('{"paths": ["/a b/?q=1"], "keys": ["tag:x"], "prefixes": ["/blog/"], "soft": true}'.encode())
+    spec = parse_purge_body(b'{"paths": ["/a b/?q=1"], "keys": ["tag:x"], "prefixes": ["/blog/"], "soft": true}')
     assert spec == PurgeSpec(paths=(b"/a%20b/",), keys=(b"tag:x",), prefixes=(b"/blog/",), soft=True)
     assert parse_purge_body(b"") == PurgeSpec()
 
