@@ -18,15 +18,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
 from pipeline import dates
 from pipeline.build import BuildOptions, BuildResult, build_site
@@ -76,6 +67,15 @@ def run_build(site: Site, *, ref: str | None, full: bool, as_of: str | None,
     source = open_source(site.path, ref, site.branch)
     options = BuildOptions(full=full, as_of=as_of, workers=workers, ref=ref or site.branch,
                            dry_run=dry_run)
+    from rich.progress import (  # imported here: not every command pays for it
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -98,6 +98,8 @@ def report_failure(exc: BuildFailed, site: Site) -> None:
 def print_result(result: BuildResult) -> None:
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", markup=True)
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold", box=None)
     for col in ("build", "outputs", "rendered", "reused", "removed", "entries", "live", "seconds"):
         table.add_column(col, justify="right" if col != "build" else "left")
@@ -223,6 +225,8 @@ def builds_cmd(site: Site, as_json: bool) -> None:
                              {k: getattr(i, k) for k in i.__slots__} | {"live": i.id == live}
                              for i in infos])
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in ("", "build", "commit", "ref", "built", "outputs", "size", "entries"):
         table.add_column(col)
