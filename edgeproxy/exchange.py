@@ -18,6 +18,7 @@ fetch stores as stale: the origin may have answered before the publish that caus
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -139,18 +140,36 @@ class Exchange:
         if method == b"PURGE":
             soft = (get_header(headers, b"soft-purge") or b"0").strip().lower() in (b"1", b"true")
             return self.purge(headers, PurgeSpec(paths=(path_of(target),), soft=soft))
-        headers = [(n, v) for n, v in headers if n != b"x-request-id"] + [(b"x-request-id", rid)]
         host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
         key = b"%s%s" % (host or b"", target)
+        entry = None
         if method in policy.CACHEABLE_METHODS:
-            return await self.cacheable(method, target, headers, key, host)
+            entry = self.cache.lookup(key, lambda name: _vary_getter(headers, name))
+            hit = self.fresh_hit(method, headers, entry)  # the hit path: no copies, no awaits
+            if hit is not None:
+                return hit
+        # everything past here may reach the origin, which gets the request id too
+        headers = [(n, v) for n, v in headers if n != b"x-request-id"] + [(b"x-request-id", rid)]
+        if method in policy.CACHEABLE_METHODS:
+            return await self.cacheable(method, target, headers, key, host, entry)
         return await self.forward(method, target, headers, body, host)
+
+    def fresh_hit(self, method: bytes, headers: list[tuple[bytes, bytes]],
+                  entry: Entry[CachedObject] | None) -> Reply | None:
+        """The stored answer when it is fresh for this request, else None (``cacheable`` decides)."""
+        if entry is None or entry.stale:
+            return None
+        obj = entry.value
+        decision = policy.choose(method, headers, obj.stored, time.time())
+        if type(decision) is not policy.Serve:
+            return None
+        self.counters.hits += 1
+        return self.from_cache(obj, headers, decision.age, _hit_status(int(decision.ttl)))
 
     # -- cacheable requests ------------------------------------------------------
     async def cacheable(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
-                        key: bytes, host: bytes | None) -> Reply:
+                        key: bytes, host: bytes | None, entry: Entry[CachedObject] | None) -> Reply:
         now = time.time()
-        entry = self.cache.lookup(key, lambda name: _vary_getter(headers, name))
         obj = entry.value if entry is not None else None
         stored = obj.stored if obj is not None else None
         if obj is not None and stored is not None and entry is not None and entry.stale and not stored.stale:
@@ -423,6 +442,12 @@ def _refresh_key(key: bytes, obj: CachedObject) -> bytes:
     one variant's ETag says nothing about another's (RFC 9111 §4.3.4). The flight holds ``obj``,
     so its id cannot be reused while the key is in use."""
     return b"%s #%x" % (key, id(obj))
+
+
+@functools.lru_cache(maxsize=4096)
+def _hit_status(ttl: int) -> bytes:
+    """``Cache-Status`` of a fresh hit; formatted once per distinct ttl second."""
+    return format_cache_status(hit=True, ttl=ttl)
 
 
 def _vary_getter(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:

@@ -16,7 +16,9 @@ ends that connection only; errors of the server loop itself propagate.
 from __future__ import annotations
 
 import logging
+import math
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -248,6 +250,16 @@ class Server:
             counters.connections_open -= 1
 
     async def handle_h1(self, stream: Any, first: bytes) -> None:
+        if isinstance(stream, trio.SocketStream):
+            fast = FastSocket(stream)
+            try:
+                await self._handle_h1(fast, first)
+            finally:
+                fast.detach()
+            return
+        await self._handle_h1(stream, first)
+
+    async def _handle_h1(self, stream: Any, first: bytes) -> None:
         assert self.exchange is not None
         counters = self.exchange.counters
         counters.connections_total += 1
@@ -255,18 +267,26 @@ class Server:
         parser = H1Server()
         if first:
             parser.receive_data(first)
+        # One cancel scope per connection whose deadline is armed only while waiting for
+        # request bytes: entering a new timeout scope per request cost more than parsing it.
+        waiting = trio.CancelScope()
         try:
-            while await self._h1_next(stream, parser):
-                pass
+            with waiting:
+                while await self._h1_next(stream, parser, waiting):
+                    pass
+            if waiting.cancelled_caught and not parser.idle:
+                reply = error_reply(408, "REQUEST_TIMEOUT", "the request did not arrive in time")
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await stream.send_all(serialize(reply, request_id([]), head_only=False, close=True))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
             counters.connections_open -= 1
 
-    async def _h1_next(self, stream: Any, parser: H1Server) -> bool:
+    async def _h1_next(self, stream: Any, parser: H1Server, waiting: trio.CancelScope) -> bool:
         """Read and answer one request; False when the connection must close."""
         try:
-            head = await self._h1_head(stream, parser)
+            head = await self._h1_head(stream, parser, waiting)
             if head is None:
                 return False
             if head.expect_continue and (head.content_length or head.chunked):
@@ -289,8 +309,12 @@ class Server:
             return False  # the client went away mid-body
         return not await self._h1_answer(stream, head, body, request_id(head.headers))
 
-    async def _h1_head(self, stream: Any, parser: H1Server) -> RequestHead | None:
-        """The next request head; None on a clean close (or an idle connection while draining)."""
+    async def _h1_head(self, stream: Any, parser: H1Server, waiting: trio.CancelScope) -> RequestHead | None:
+        """The next request head; None on a clean close (or an idle connection while draining).
+
+        ``waiting``'s deadline is armed around each read: when it passes, the connection's
+        scope is cancelled and ``_handle_h1`` answers 408 if a request had begun.
+        """
         while True:
             event = parser.next_event()
             if isinstance(event, RequestHead):
@@ -300,10 +324,9 @@ class Server:
             if parser.idle and self.draining:
                 return None
             timeout = self.config.keepalive_timeout if parser.idle else self.config.header_timeout
-            with trio.move_on_after(timeout) as scope:
-                data = await stream.receive_some(RECEIVE_BYTES)
-            if scope.cancelled_caught:
-                raise trio.TooSlowError
+            waiting.deadline = trio.current_time() + timeout
+            data = await stream.receive_some(RECEIVE_BYTES)
+            waiting.deadline = math.inf
             if not data:
                 return None
             parser.receive_data(data)
@@ -348,6 +371,64 @@ class Server:
         return close
 
 
+class FastSocket:
+    """A plain TCP connection with the two stream methods HTTP/1.1 needs, minus trio's layers.
+
+    ``recv``/``send`` go straight to the socket and wait (``wait_readable``/``wait_writable``)
+    only when the kernel has nothing to read or no room to write: one syscall each way per
+    request on the hit path (HOTPATH.md: per-request scheduler overhead decides HTTP/1.1
+    throughput). It shares the trio socket's descriptor and is detached, never closed, when
+    the connection ends; the trio stream still owns and closes the socket. Every 16th read
+    yields to the scheduler so one busy pipelining client cannot starve the others.
+    """
+
+    __slots__ = ("_raw", "_reads", "stream")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._raw = socket.socket(fileno=stream.socket.fileno())
+        self._reads = 0
+
+    def detach(self) -> None:
+        self._raw.detach()
+
+    async def receive_some(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
+        while True:
+            try:
+                data = self._raw.recv(max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._raw)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            self._reads += 1
+            if self._reads & 15 == 0:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self._raw.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._raw)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            view = view[sent:]
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._raw.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+
+
 async def _linger(stream: Any) -> None:
     """Drop what the client is still sending before closing (nginx lingering_close).
 
@@ -355,7 +436,7 @@ async def _linger(stream: Any) -> None:
     error answer before the client has read it (a 431 for a huge head, a 400 mid-upload).
     """
     try:
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, (trio.SocketStream, FastSocket)):
             await stream.send_eof()  # the answer is complete: the client may see EOF now
         with trio.move_on_after(LINGER_S):
             received = 0
