@@ -31,6 +31,7 @@ FEED_SIZE = 20
 HOME_TYPES = ("blog", "changelog")
 THEME_DIR = Path(__file__).resolve().parent.parent / "site_templates"
 HUGO_THEME_DIR = Path(__file__).resolve().parent / "hugo_theme"
+FLOWCMS_STYLESHEET = Path(__file__).resolve().parent.parent / "site_templates" / "static" / "style.css"
 
 TYPE_SCHEMAS = {
     "blog": (
@@ -483,6 +484,9 @@ def write_hugo(c: Corpus, root: Path, hugo_version: str | None = None) -> None:
     if theme.exists():
         shutil.rmtree(theme)
     shutil.copytree(HUGO_THEME_DIR, theme)
+    # the same stylesheet as the FlowCMS theme, copied rather than kept twice in the repo
+    (theme / "static").mkdir(exist_ok=True)
+    shutil.copyfile(FLOWCMS_STYLESHEET, theme / "static" / "style.css")
     (root / "data").mkdir(exist_ok=True)
     (root / "data" / "authors.yaml").write_text(authors_yaml(c))
     # the site overrides the theme's entry template, as the FlowCMS corpus does
