@@ -28,12 +28,9 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -99,43 +96,7 @@ print("INPROC " + json.dumps({
 
 # -- processes ---------------------------------------------------------------------------
 
-class Timeout(Exception):
-    pass
-
-
-def run(argv: list[str], *, cwd: Path | None = None, timeout: float, env: dict[str, str] | None = None,
-        check: bool = True) -> dict[str, Any]:
-    """Run a process; wall time, peak RSS (wait4: the largest process of the tree), output."""
-    full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=fo, stderr=fe,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        fo.seek(0)
-        fe.seek(0)
-        stdout = fo.read().decode(errors="replace")
-        stderr = fe.read().decode(errors="replace")
-    if timed_out.is_set():
-        raise Timeout(f"timed out after {timeout:.0f} s: {' '.join(argv)}")
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {' '.join(argv)}\n{stdout[-2000:]}\n{stderr[-4000:]}")
-    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
-            "stdout": stdout, "stderr": stderr, "user": usage.ru_utime, "sys": usage.ru_stime}
+from procs import Timeout, run  # noqa: E402  (bench/ is on sys.path)
 
 
 def git(repo: Path, *args: str, timeout: float = 600) -> str:

@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -179,48 +178,7 @@ NGINX_STATIC_SERVER = """
 
 # -- processes ---------------------------------------------------------------------------
 
-class Timeout(Exception):
-    pass
-
-
-def run(argv: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None,
-        check: bool = True) -> dict[str, Any]:
-    """Run a process to its end within ``timeout``: wall time, rusage (wait4), output."""
-    full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=fo, stderr=fe,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            kill()
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(proc.pid, 0)
-            raise
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        fo.seek(0)
-        fe.seek(0)
-        stdout = fo.read().decode(errors="replace")
-        stderr = fe.read().decode(errors="replace")
-    if timed_out.is_set():
-        raise Timeout(f"timed out after {timeout:.0f} s: {' '.join(argv)}")
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {' '.join(argv)}\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return {"wall": wall, "rc": proc.returncode, "stdout": stdout, "stderr": stderr,
-            "cpu": usage.ru_utime + usage.ru_stime}
+from procs import Timeout, run  # noqa: E402  (bench/ is on sys.path)
 
 
 class Server:
