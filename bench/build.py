@@ -96,7 +96,7 @@ print("INPROC " + json.dumps({
 
 # -- processes ---------------------------------------------------------------------------
 
-from procs import Timeout, run  # noqa: E402  (bench/ is on sys.path)
+from procs import Timeout, cpu_and_memory, run  # noqa: E402  (bench/ is on sys.path)
 
 
 def git(repo: Path, *args: str, timeout: float = 600) -> str:
@@ -181,17 +181,7 @@ def machine_info(hugo: str | None, flowcms: str) -> dict[str, Any]:
         "platform": platform.platform(), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
     }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["mem_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-                break
-    except OSError:
-        pass
+    info.update(cpu_and_memory())
     try:
         info["flowcms_commit"] = git(REPO_ROOT, "rev-parse", "HEAD").strip()
         # uncommitted changes to the measured code (the bench's own files do not count)

@@ -178,7 +178,7 @@ NGINX_STATIC_SERVER = """
 
 # -- processes ---------------------------------------------------------------------------
 
-from procs import Timeout, run  # noqa: E402  (bench/ is on sys.path)
+from procs import Timeout, cpu_and_memory, run  # noqa: E402  (bench/ is on sys.path)
 
 
 class Server:
@@ -380,15 +380,7 @@ def machine_info(python: str, tools: dict[str, str | None], pin: bool) -> dict[s
         "pinning": f"servers on CPU {SERVER_CPU}, load generator on CPU {LOADGEN_CPU} (taskset)" if pin
         else "none (taskset missing or fewer than 2 usable CPUs)",
     }
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["mem_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-                break
+    info.update(cpu_and_memory())
     with contextlib.suppress(OSError):
         info["cpu_governor"] = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
     code = ("import importlib.metadata as m, edgeproxy, sys; print(edgeproxy.__file__); "

@@ -61,3 +61,18 @@ def run(argv: list[str], *, timeout: float, env: dict[str, str] | None = None, c
     return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode, "stdout": stdout,
             "stderr": stderr, "user": usage.ru_utime, "sys": usage.ru_stime,
             "cpu": usage.ru_utime + usage.ru_stime}
+
+
+def cpu_and_memory() -> dict[str, Any]:
+    """CPU model and total memory from /proc (empty where unreadable): machine fields for results."""
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["mem_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    return info
