@@ -296,6 +296,9 @@ def _previous_state(store: Store, previous: str | None) -> tuple[Manifest, dict[
     if previous is None:
         return {}, {}, None
     build_dir = store.build_dir(previous)
+    cached = store.load_state(previous)
+    if cached is not None:
+        return cached[0], cached[1], build_dir / "index.sqlite"
     try:
         deps = store.manifest(previous)
         conn = open_index(build_dir / "index.sqlite")
@@ -536,6 +539,10 @@ def build_site(
         "templates_fp": templates_fp, "template_fps": template_fps,
     }
     (staging / "build.json").write_bytes(canonical_json(info))
+    store.write_state(staging, manifest, {
+        i: r if r["bodyHtml"] is None and r["bodyText"] is None else {**r, "bodyHtml": None, "bodyText": None}
+        for i, r in all_records.items()
+    })
     build_id = store.commit_build(staging, manifest)
     stage("commit")
     removed = len(set(prev_deps) - paths)

@@ -4,7 +4,10 @@ Layout under the state directory (``<site>/.flowcms``)::
 
     blobs/ab/cdef…        every output, named by the blake3 of its bytes, stored once
     builds/<id>/          manifest.json, index.sqlite, build.json — a build
-                          directory appears by one rename, so it is complete or absent
+                          directory appears by one rename, so it is complete or absent;
+                          state.marshal — a cache of what the next incremental build
+                          reads (manifest + entry records), rebuilt from the others
+                          when missing or from another version
     LIVE                  the live build id; replaced atomically (tmp, fsync, rename)
     history.jsonl         one line per publish/rollback, newest last
 
@@ -15,6 +18,7 @@ old or the new state, never a torn file.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import shutil
 import time
@@ -31,6 +35,8 @@ from pipeline.errors import PublishConflict, StoreError
 
 _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
 BUILD_ID_CHARS = 20  # 80 bits of blake3: collision-free for any realistic build count
+STATE_FILE = "state.marshal"
+STATE_VERSION = 1  # bump when the records or manifest items change shape
 
 
 def blob_hash(data: bytes) -> str:
@@ -196,8 +202,9 @@ class Store:
         if final.exists():
             # Same manifest built before: keep its index, refresh what describes how it was
             # built (dependency fingerprints, source), so the next incremental build reuses it.
-            for name in ("manifest.json", "build.json", "index.sqlite"):
-                os.replace(staging / name, final / name)
+            for name in ("manifest.json", "build.json", "index.sqlite", STATE_FILE):
+                if (staging / name).exists():
+                    os.replace(staging / name, final / name)
             shutil.rmtree(staging)
         else:
             os.replace(staging, final)
@@ -213,6 +220,29 @@ class Store:
             return parse_manifest((self.build_dir(build_id) / "manifest.json").read_bytes())
         except FileNotFoundError:
             raise StoreError(f"build {build_id} has no manifest") from None
+
+    @staticmethod
+    def write_state(staging: Path, manifest: Manifest, records: Mapping[str, Any]) -> None:
+        """Save what the next incremental build needs, in the form it needs it.
+
+        Parsing a 10k-entry site's manifest.json and index rows costs ~0.25 s; marshal
+        (plain tuples, dicts and strings) reads the same data back in well under half
+        that and writes it in a fifth. It is a cache in our own state directory, never
+        read from elsewhere; a file from another Python or layout is simply ignored.
+        """
+        items = {path: tuple(item) for path, item in manifest.items()}
+        _write_atomic(staging / STATE_FILE, marshal.dumps((STATE_VERSION, items, dict(records))))
+
+    def load_state(self, build_id: str) -> tuple[Manifest, dict[str, Any]] | None:
+        """The cache written by `write_state`; None when absent, torn or of another version."""
+        try:
+            version, items, records = marshal.loads((self.build_dir(build_id) / STATE_FILE).read_bytes())
+            if version != STATE_VERSION or not isinstance(records, dict):
+                return None
+            make = ManifestItem._make
+            return {path: make(item) for path, item in items.items()}, records
+        except (OSError, EOFError, ValueError, TypeError, AttributeError):
+            return None  # absent, torn by a kill, or written by another version: rebuild it
 
     def info(self, build_id: str) -> BuildInfo:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from pipeline.build import BuildOptions, build_site
 from pipeline.errors import BuildFailed, ContentError, TemplateError
 from pipeline.publish import diff_builds, publish
 from pipeline.source import DirSource, GitSource
-from pipeline.store import Store
+from pipeline.store import STATE_FILE, STATE_VERSION, Store
 
 AS_OF = "2026-06-01T00:00:00Z"
 
@@ -142,6 +143,28 @@ def test_incremental_equals_full(site: Path, store: Store, tmp_path: Path) -> No
     inc = build(site, store, previous=first.build_id)
     full = build(site, Store(tmp_path / "other"), full=True)
     assert inc.build_id == full.build_id
+
+
+@pytest.mark.parametrize("damage", ["torn", "missing", "other-version"])
+def test_a_damaged_state_cache_is_rebuilt_from_the_build(site: Path, store: Store, tmp_path: Path,
+                                                        damage: str) -> None:
+    first = build(site, store)
+    cache = store.build_dir(first.build_id) / STATE_FILE
+    assert store.load_state(first.build_id) is not None
+    if damage == "torn":
+        cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    elif damage == "missing":
+        cache.unlink()
+    else:
+        cache.write_bytes(marshal.dumps((STATE_VERSION + 1, {}, {})))
+    assert store.load_state(first.build_id) is None
+    write_files(site, {"blog/first.md": TINY_SITE["blog/first.md"] + "\nOne more line.\n"})
+    git_commit(site)
+    inc = build(site, store, previous=first.build_id)
+    assert 0 < inc.rendered < inc.outputs  # still incremental: reused the build itself
+    full = build(site, Store(tmp_path / "other"), full=True)
+    assert inc.build_id == full.build_id
+    assert store.load_state(inc.build_id) is not None  # the new build has its cache again
 
 
 def test_every_problem_is_reported_and_nothing_is_written(site: Path, store: Store) -> None:

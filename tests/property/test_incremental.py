@@ -14,7 +14,7 @@ from support.sites import TINY_SITE, git_commit, make_site, write_files
 from pipeline.build import BuildOptions, build_site
 from pipeline.errors import BuildFailed
 from pipeline.source import GitSource
-from pipeline.store import Store
+from pipeline.store import STATE_FILE, Store
 
 AS_OF = "2026-06-01T00:00:00Z"
 TITLES = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon"]
@@ -46,17 +46,21 @@ edits = st.one_of(
 
 
 @settings(max_examples=25)
-@given(st.lists(edits, min_size=1, max_size=6))
-def test_incremental_build_equals_full_build(steps: list[tuple[str, str, str | None]]) -> None:
+@given(st.lists(edits, min_size=1, max_size=6), st.lists(st.booleans(), min_size=1, max_size=6))
+def test_incremental_build_equals_full_build(steps: list[tuple[str, str, str | None]], drop: list[bool]) -> None:
+    """``drop`` removes the previous build's state cache before some steps, so both ways of
+    reading the previous build (state.marshal, or manifest.json + index.sqlite) are checked."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         site = make_site(root / "site")
         store = Store(root / "inc")
         opts = BuildOptions(as_of=AS_OF, workers=1)
         previous = build_site(GitSource(site, "main"), store, previous=None, options=opts).build_id
-        for _, path, data in steps:
+        for step, (_, path, data) in enumerate(steps):
             write_files(site, {path: data})
             git_commit(site)
+            if drop[step % len(drop)]:
+                (store.build_dir(previous) / STATE_FILE).unlink(missing_ok=True)
             try:
                 inc = build_site(GitSource(site, "main"), store, previous=previous, options=opts)
             except BuildFailed:
