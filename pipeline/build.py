@@ -47,13 +47,13 @@ from pipeline.graph import (
     plan_outputs,
     record_fingerprint,
 )
-from pipeline.index import load_bodies, load_entry_records, open_index, update_index, write_index
+from pipeline.index import load_entry_records, open_index, update_index, write_index
 from pipeline.markdown import LinkContext, build_markdown, render_markdown
 from pipeline.publish import BuildDiff, diff_manifests
 from pipeline.render import Renderer, template_fingerprints
 from pipeline.schema import ContentType, parse_content_type
 from pipeline.source import Source, Tree, git_blob_id
-from pipeline.store import Manifest, ManifestItem, Store
+from pipeline.store import Manifest, ManifestItem, Store, blob_hash
 
 THEME_DIR = Path(__file__).resolve().parent.parent / "site_templates"
 PARALLEL_THRESHOLD = 128  # below this many renders a process pool costs more than it saves
@@ -222,7 +222,8 @@ def _parse_chunk(indices: list[int]) -> list[tuple[int, EntryMeta | None, list[t
 
 def _markdown_chunk(indices: list[int]) -> list[tuple[int, dict[str, Any] | None, list[tuple[str, int, int, str, str]]]]:
     metas: list[EntryMeta] = _JOB["metas"]
-    return [(i, *_render_entry(metas[i], _JOB["md"], _JOB["urls"], _JOB["files"], _JOB["schema_fps"]))
+    return [(i, *_render_entry(metas[i], _JOB["md"], _JOB["urls"], _JOB["files"], _JOB["schema_fps"],
+                               _JOB["put"]))
             for i in indices]
 
 
@@ -276,6 +277,7 @@ def _run_parallel(
 
 def _render_entry(
     meta: EntryMeta, md: Any, urls: dict[str, str], files: frozenset[str], schema_fps: Mapping[str, str],
+    put: Callable[[bytes], str],
 ) -> tuple[dict[str, Any] | None, list[tuple[str, int, int, str, str]]]:
     rendered = render_markdown(md, meta.body, LinkContext(meta.path, urls, files))
     problems = [(meta.path, meta.body_line + line, col, "broken-link", msg)
@@ -284,6 +286,7 @@ def _render_entry(
         meta, html=rendered.html, text=rendered.text, toc=rendered.toc, links=rendered.links,
         reading_minutes=rendered.reading_minutes, excerpt=rendered.excerpt(),
     )
+    record["bodyBlob"] = put(rendered.html.encode())  # the index names it; later builds read it
     record["schemaFp"] = schema_fps[meta.content_type]
     record["siteLinks"] = [[meta.body_line + line, col, path] for line, col, path in rendered.site_links]
     record["recordFp"] = record_fingerprint(record)
@@ -397,7 +400,8 @@ def build_site(
 
     # markdown (parallel on cold builds)
     files = frozenset(tree)
-    _JOB.update(metas=metas, md=build_markdown(), urls=urls, files=files, schema_fps=schema_fps)
+    _JOB.update(metas=metas, md=build_markdown(), urls=urls, files=files, schema_fps=schema_fps,
+                put=blob_hash if options.dry_run else store.put)
     try:
         results = _run_parallel(_markdown_chunk, len(metas), workers,
                                 lambda done, total: progress("markdown", done, total) if progress else None)
@@ -466,12 +470,15 @@ def build_site(
         old = prev_deps.get(spec.path)
         # the previous build is live (or kept), so gc has left its blobs in place
         if old is not None and old.fp == spec.fingerprint:
-            manifest[spec.path] = ManifestItem(old.blob, spec.media_type, old.size, spec.keys, spec.fingerprint)
+            if old.keys == spec.keys and old.type == spec.media_type:
+                manifest[spec.path] = old  # the common case: nothing to build, not even a tuple
+            else:
+                manifest[spec.path] = ManifestItem(old.blob, spec.media_type, old.size, spec.keys, spec.fingerprint)
         else:
             todo.append(i)
     stage("plan")
 
-    # render (bodies of reused entries are read from the previous index only when needed)
+    # render (bodies of reused entries are read from the blob store only when needed)
     need_bodies: set[str] = set()
     for i in todo:
         spec = specs[i]
@@ -479,16 +486,9 @@ def build_site(
             need_bodies.add(spec.params["id"])
         elif spec.kind == "feed":
             need_bodies.update(spec.params["ids"])
-    missing = [i for i in need_bodies if live[i]["bodyHtml"] is None]
-    if missing and prev_index is not None:
-        conn = open_index(prev_index)
-        try:
-            bodies = load_bodies(conn, missing)
-        finally:
-            conn.close()
-        for entry_id in missing:
-            live[entry_id] = {**live[entry_id], "bodyHtml": bodies[entry_id][0],
-                              "bodyText": bodies[entry_id][1]}
+    for entry_id in need_bodies:
+        if live[entry_id]["bodyHtml"] is None:
+            live[entry_id] = {**live[entry_id], "bodyHtml": store.read(live[entry_id]["bodyBlob"]).decode()}
     readers = {u: r for u, (_, r) in site.files.items()}
     renderer = Renderer(site.templates, config=site.config, types=site.types, authors=site.authors,
                         records=live, read_file=lambda url: readers[url]())

@@ -40,13 +40,13 @@ __all__ = [
     "IndexCorrupt",
     "IndexWriteError",
     "Record",
+    "body_blobs",
     "count_entries",
     "get_author",
     "get_entry",
     "get_entry_by_slug",
     "list_authors",
     "list_tags",
-    "load_bodies",
     "load_entry_records",
     "open_index",
     "query_entries",
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: Bumped on any change of tables, columns or their meaning; readers refuse other versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Marks the file as a FlowCMS index ("FlCx"), so a random SQLite file is not mistaken for one.
 APPLICATION_ID = 0x466C4378
 
@@ -100,7 +100,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("publishAt", "publish_at"),
     ("unpublishAt", "unpublish_at"),
     ("excerpt", "excerpt"),
-    ("bodyHtml", "body_html"),
+    ("bodyBlob", "body_blob"),
     ("bodyText", "body_text"),
     ("url", "url"),
     ("fields", "fields"),
@@ -109,15 +109,20 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("readingMinutes", "reading_minutes"),
 )
 _RECORD_KEYS = frozenset(key for key, _ in _FIELDS)
+#: Keys a record has that the index does not store: the body HTML lives in the blob store
+#: (``bodyBlob`` names it), which keeps a 10k-entry index at a third of its size, and an
+#: incremental build copies the index whole.
+_UNSTORED_KEYS = frozenset({"bodyHtml"})
+_KNOWN_KEYS = _RECORD_KEYS | _UNSTORED_KEYS
 # What every entry SELECT reads, in the order `_record` unpacks. The JSON columns arrive
 # as one array: one json.loads per row instead of four (a third of the load time).
 _RECORD_COLUMNS = (
     'id, path, "blob", title, slug, status, content_type, author, published_at, updated_at,'
-    " publish_at, unpublish_at, excerpt, body_html, body_text, url, live, reading_minutes,"
+    " publish_at, unpublish_at, excerpt, body_blob, body_text, url, live, reading_minutes,"
     " '[' || tags || ',' || fields || ',' || links || ',' || extra || ']'"
 )
 _JSON_PARTS = "'[' || tags || ',' || fields || ',' || links || ',' || extra || ']'"
-_RECORD_COLUMNS_NO_BODIES = _RECORD_COLUMNS.replace("body_html, body_text,", "NULL, NULL,")
+_RECORD_COLUMNS_NO_BODIES = _RECORD_COLUMNS.replace("body_text,", "NULL,")
 _EMPTY_JSON_PARTS = "[[],{},{},{}]"
 _AUTHOR_FIELDS = ("name", "bio", "url", "avatar", "email")
 
@@ -151,8 +156,8 @@ CREATE TABLE entries (
     links TEXT NOT NULL,
     extra TEXT NOT NULL,
     excerpt TEXT NOT NULL,
+    body_blob TEXT NOT NULL,
     body_text TEXT NOT NULL,
-    body_html TEXT NOT NULL,
     published_key TEXT GENERATED ALWAYS AS (COALESCE(published_at, '')) VIRTUAL,
     updated_key TEXT GENERATED ALWAYS AS (COALESCE(updated_at, published_at, '')) VIRTUAL
 ) STRICT;
@@ -343,7 +348,7 @@ def _row(record: Record) -> _Row:
         record["publishAt"],
         record["unpublishAt"],
         record["excerpt"],
-        record["bodyHtml"],
+        record["bodyBlob"],
         record["bodyText"],
         record["url"],
         _dumps(record["fields"]),
@@ -351,8 +356,8 @@ def _row(record: Record) -> _Row:
         _dumps(record["links"]),
         record["readingMinutes"],
         _dumps(
-            {key: value for key, value in record.items() if key not in _RECORD_KEYS}
-            if len(record) > len(_RECORD_KEYS)
+            {key: value for key, value in record.items() if key not in _KNOWN_KEYS}
+            if not record.keys() <= _KNOWN_KEYS
             else {}
         ),
     )
@@ -492,7 +497,7 @@ def _select(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> l
 def _record(row: _Row, parsed: list[Any] | None = None) -> Record:
     (
         entry_id, path, blob, title, slug, status, content_type, author, published_at,
-        updated_at, publish_at, unpublish_at, excerpt, body_html, body_text, url, live,
+        updated_at, publish_at, unpublish_at, excerpt, body_blob, body_text, url, live,
         reading_minutes, json_parts,
     ) = row[:19]  # fmt: skip
     if parsed is not None:
@@ -516,7 +521,8 @@ def _record(row: _Row, parsed: list[Any] | None = None) -> Record:
         "publishAt": publish_at,
         "unpublishAt": unpublish_at,
         "excerpt": excerpt,
-        "bodyHtml": body_html,
+        "bodyHtml": None,  # in the blob store: read it by bodyBlob when a page needs it
+        "bodyBlob": body_blob,
         "bodyText": body_text,
         "url": url,
         "fields": fields,
@@ -532,9 +538,9 @@ def _record(row: _Row, parsed: list[Any] | None = None) -> Record:
 def load_entry_records(conn: sqlite3.Connection, *, bodies: bool = True) -> dict[str, Record]:
     """Every entry (live or not) as its input record, keyed by id, in id order.
 
-    With ``bodies=False`` the large ``bodyHtml``/``bodyText`` come back as None (fetch
-    them with `load_bodies` for the few entries that need them): an incremental build
-    of a 10k-entry site reads a fraction of the file.
+    ``bodyHtml`` is always None (the HTML is the blob ``bodyBlob``); with
+    ``bodies=False`` ``bodyText`` is None too: an incremental build of a 10k-entry site
+    reads a fraction of the file.
     """
     columns = _RECORD_COLUMNS if bodies else _RECORD_COLUMNS_NO_BODIES
     # The JSON columns of every row are concatenated by SQLite into one array and parsed
@@ -550,18 +556,9 @@ def load_entry_records(conn: sqlite3.Connection, *, bodies: bool = True) -> dict
     return {row[0]: _record(row, parts) for row, parts in zip(rows, parsed, strict=True)}
 
 
-def load_bodies(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """id -> (bodyHtml, bodyText) for the given entries."""
-    wanted = sorted(set(ids))
-    out: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-        chunk = wanted[start: start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        for entry_id, html, text in _select(
-            conn, f"SELECT id, body_html, body_text FROM entries WHERE id IN ({marks})", chunk
-        ):
-            out[entry_id] = (html, text)
-    return out
+def body_blobs(conn: sqlite3.Connection) -> set[str]:
+    """Every body blob the index refers to (what ``flowcms gc`` must keep)."""
+    return {row[0] for row in _select(conn, "SELECT body_blob FROM entries")}
 
 
 def _first(row: _Row) -> Any:

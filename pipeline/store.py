@@ -36,7 +36,7 @@ from pipeline.errors import PublishConflict, StoreError
 _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
 BUILD_ID_CHARS = 20  # 80 bits of blake3: collision-free for any realistic build count
 STATE_FILE = "state.marshal"
-STATE_VERSION = 1  # bump when the records or manifest items change shape
+STATE_VERSION = 2  # bump when the records or manifest items change shape
 
 
 def blob_hash(data: bytes) -> str:
@@ -313,6 +313,19 @@ class Store:
             os.close(fd)
 
     # -- garbage collection --------------------------------------------------
+    def _index_blobs(self, build_id: str) -> set[str]:
+        """Blobs a build's index refers to (entry bodies); an unreadable index stops gc."""
+        from pipeline.index import IndexCorrupt, body_blobs, open_index
+
+        try:
+            conn = open_index(self.build_dir(build_id) / "index.sqlite")
+            try:
+                return body_blobs(conn)
+            finally:
+                conn.close()
+        except IndexCorrupt as exc:
+            raise StoreError(f"gc stopped, nothing removed: build {build_id}: {exc}") from None
+
     def gc(self, keep: int) -> tuple[int, int]:
         """Keep the live build and the ``keep`` newest; remove other builds and unreferenced blobs."""
         builds = self.list_builds()
@@ -320,14 +333,15 @@ class Store:
         kept = {b.id for b in builds[-keep:]} if keep > 0 else set()
         if live:
             kept.add(live)
+        referenced: set[str] = set()  # first: an unreadable kept build stops gc before it removes anything
+        for build_id in kept:
+            referenced.update(item.blob for item in self.manifest(build_id).values())
+            referenced.update(self._index_blobs(build_id))
         removed_builds = 0
         for b in builds:
             if b.id not in kept:
                 shutil.rmtree(self.build_dir(b.id))
                 removed_builds += 1
-        referenced: set[str] = set()
-        for build_id in kept:
-            referenced.update(item.blob for item in self.manifest(build_id).values())
         removed_blobs = 0
         for sub in self.blobs.iterdir():
             for blob in sub.iterdir():

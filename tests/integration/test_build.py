@@ -10,7 +10,8 @@ import pytest
 from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 from pipeline.build import BuildOptions, build_site
-from pipeline.errors import BuildFailed, ContentError, TemplateError
+from pipeline.errors import BuildFailed, ContentError, StoreError, TemplateError
+from pipeline.index import body_blobs, open_index
 from pipeline.publish import diff_builds, publish
 from pipeline.source import DirSource, GitSource
 from pipeline.store import STATE_FILE, STATE_VERSION, Store
@@ -74,7 +75,9 @@ def test_blobs_are_stored_once(site: Path, store: Store) -> None:
     second = build(site, store, previous=first.build_id)
     after = sum(1 for _ in store.blobs.rglob("*") if _.is_file())
     assert second.rendered < 6
-    assert after - before == second.rendered - 0 or after - before <= second.rendered
+    assert second.reparsed == 1
+    # new blobs: the re-rendered outputs plus the edited entry's body HTML, nothing else
+    assert after - before <= second.rendered + second.reparsed
 
 
 def test_noop_rebuild_renders_nothing(site: Path, store: Store) -> None:
@@ -313,3 +316,25 @@ def test_gc_keeps_live_and_newest_and_drops_unreferenced_blobs(site: Path, store
     for build_id in (ids[0], ids[2]):
         for item in store.manifest(build_id).values():
             assert store.has(item.blob)
+        conn = open_index(store.build_dir(build_id) / "index.sqlite")
+        try:
+            assert all(store.has(blob) for blob in body_blobs(conn))  # entry bodies live in blobs too
+        finally:
+            conn.close()
+    # every entry page re-renders from the kept body blobs after gc
+    write_files(site, {"templates/entry.html": "{% extends 'base.html' %}{% block content %}"
+                                               "<main>{{ entry.body_html | safe }}</main>{% endblock %}\n"})
+    git_commit(site)
+    after = build(site, store, previous=ids[2])
+    assert after.reparsed == 0
+    page = store.read(store.manifest(after.build_id)["/blog/third-post/"].blob).decode()
+    assert "<main><p>Body 2.</p>" in page
+
+
+def test_gc_refuses_when_a_kept_index_is_unreadable(site: Path, store: Store) -> None:
+    first = build(site, store)
+    (store.build_dir(first.build_id) / "index.sqlite").write_bytes(b"not sqlite")
+    blobs = sum(1 for _ in store.blobs.rglob("*") if _.is_file())
+    with pytest.raises(StoreError, match="gc stopped, nothing removed"):
+        store.gc(keep=1)
+    assert sum(1 for _ in store.blobs.rglob("*") if _.is_file()) == blobs

@@ -20,6 +20,7 @@ from pipeline.index import (
     EntryPage,
     EntryQuery,
     IndexCorrupt,
+    body_blobs,
     count_entries,
     get_author,
     get_entry,
@@ -57,7 +58,8 @@ def make(entry_id: str, **overrides: Any) -> dict[str, Any]:
         "publishAt": None,
         "unpublishAt": None,
         "excerpt": "",
-        "bodyHtml": "<p></p>",
+        "bodyHtml": None,  # not stored: the HTML is the blob bodyBlob
+        "bodyBlob": f"body-{entry_id}",
         "bodyText": "",
         "url": f"/blog/{entry_id}/",
         "fields": {},
@@ -73,7 +75,6 @@ RECORDS = [
     make("e01", title="Getting Started with GraphQL", tags=["graphql", "tutorial"],
          publishedAt="2026-11-02T09:30:00Z", updatedAt="2026-11-03T10:00:00Z",
          excerpt="One sentence shown in listings.", bodyText="Queries, mutations and a schema.",
-         bodyHtml="<p>Queries, mutations and a schema.</p>",
          fields={"category": "engineering", "featured": True, "nested": {"a": [1, 2.5, None]}},
          links={"docs/intro.md": "/docs/intro/"}, readingMinutes=4),
     make("e02", title="Café au lait", tags=["food"], author="bob", publishedAt="2026-11-02T23:59:59Z",
@@ -228,6 +229,15 @@ def test_damaged_file_raises_index_corrupt_on_read(index_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- lookups
+
+
+def test_body_html_is_not_stored_only_its_blob(tmp_path: Path) -> None:
+    record = make("x", bodyHtml="<p>big</p>", bodyBlob="b" * 64, bodyText="big")
+    write_index(tmp_path / "i.sqlite", [record], AUTHORS)
+    with closing(open_index(tmp_path / "i.sqlite")) as connection:
+        loaded = get_entry(connection, "x")
+        assert loaded == {**record, "bodyHtml": None}  # not in extra either
+        assert body_blobs(connection) == {"b" * 64}
 
 
 def test_get_entry(conn: sqlite3.Connection) -> None:
