@@ -33,6 +33,7 @@ from edgeproxy import policy
 from edgeproxy.cache import CacheStore, Entry
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import UpstreamError, UpstreamTimeout
+from edgeproxy.h2wire import encode_block
 from edgeproxy.headers import format_cache_status, get_header, vary_value
 from edgeproxy.http1 import format_head_prefix
 from edgeproxy.purge import REALM, PurgeSpec, apply_purge, check_token, parse_purge_body, path_of
@@ -67,11 +68,20 @@ class CachedObject:
     fields: list[tuple[bytes, bytes]]  # client-facing header fields (no hop-by-hop, no Age/Date)
     body: bytes
     head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
+    h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
 
     def h1_head(self) -> bytes:
         if not self.head:
             self.head = format_head_prefix(self.status, self.fields)
         return self.head
+
+    def h2_block(self) -> bytes:
+        if not self.h2:
+            fields = self.fields
+            if has_body(self.status) and not any(n == b"content-length" for n, _ in fields):
+                fields = [*fields, (b"content-length", b"%d" % len(self.body))]
+            self.h2 = encode_block(self.status, fields)
+        return self.h2
 
 
 @dataclass(slots=True)
@@ -82,6 +92,7 @@ class Reply:
     close: bool = False
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)
     head: bytes = b""  # pre-serialized status line + fields, when the reply comes from the cache
+    h2: bytes = b""  # the same for HTTP/2: an encoded header block prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +189,21 @@ class Exchange:
         self.counters.hits += 1
         return self.from_cache(obj, headers, decision.age, _hit_status(int(decision.ttl)))
 
+    def try_hit(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                host: bytes | None) -> Reply | None:
+        """The fresh-hit answer without awaiting anything (HTTP/2 writes it inline), else None.
+
+        None means: take the general path, ``handle``, which looks again and decides.
+        """
+        if (method != b"GET" and method != b"HEAD") or target.startswith(b"/.edge/"):
+            return None
+        host = host.lower() if host else None
+        entry = self.cache.lookup(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
+        hit = self.fresh_hit(method, headers, entry)
+        if hit is not None:
+            self.counters.requests += 1
+        return hit
+
     # -- cacheable requests ------------------------------------------------------
     async def cacheable(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                         key: bytes, host: bytes | None, entry: Entry[CachedObject] | None) -> Reply:
@@ -217,7 +243,7 @@ class Exchange:
         extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
         if policy.not_modified(headers, obj.stored):
             return Reply(304, [(n, v) for n, v in obj.fields if n not in _CONTENT_FIELDS], b"", extra=extra)
-        return Reply(obj.status, obj.fields, obj.body, extra=extra, head=obj.h1_head())
+        return Reply(obj.status, obj.fields, obj.body, extra=extra, head=obj.h1_head(), h2=obj.h2_block())
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                      body: bytes) -> tuple[UpstreamResponse, float, float]:

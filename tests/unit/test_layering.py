@@ -13,7 +13,7 @@ PURE = [
     "pipeline/entry.py", "pipeline/schema.py", "pipeline/markdown.py", "pipeline/graph.py",
     "pipeline/cursor.py", "pipeline/render.py", "pipeline/documents.py", "pipeline/origin/conditional.py",
     "edgeproxy/errors.py", "edgeproxy/headers.py", "edgeproxy/policy.py", "edgeproxy/cache.py",
-    "edgeproxy/http1.py", "edgeproxy/stats.py", "edgeproxy/purge.py",
+    "edgeproxy/http1.py", "edgeproxy/stats.py", "edgeproxy/purge.py", "edgeproxy/h2wire.py",
 ]
 PURE_NAMES = {m.removesuffix(".py").replace("/", ".") for m in PURE}
 FORBIDDEN = {"trio", "socket", "sqlite3", "os", "time", "pathlib", "shutil", "subprocess",
