@@ -7,6 +7,7 @@ error status). An unreachable origin is not a startup error: requests get 502 un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,6 +52,8 @@ class TextFormatter(logging.Formatter):
 @click.option("--origin", help="Origin to proxy to, http://HOST:PORT. [http://127.0.0.1:8000]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
 @click.option("--cache-bytes", type=click.IntRange(min=0), help="Memory budget of the cache in bytes. [268435456]")
+@click.option("--workers", type=click.IntRange(min=1, max=64),
+              help="Worker processes sharing the port (SO_REUSEPORT); a purge reaches all of them. [1]")
 @click.option("--eviction", type=click.Choice(["s3fifo", "lru"]), help="Eviction policy. [s3fifo]")
 @click.option("--purge-token", envvar="EDGEPROXY_PURGE_TOKEN", help="Bearer token for PURGE and /.edge/purge.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain (enables TLS + ALPN h2).")
@@ -74,7 +77,10 @@ def main(config_file: str | None, **options: Any) -> None:
         raise click.UsageError(str(exc)) from None  # exit status 2, like click's own option errors
     _configure_logging(config)
     try:
-        trio.run(_serve, config)
+        if config.workers > 1:
+            trio.run(_supervise, config)
+        else:
+            trio.run(_serve, config)
     except* ConfigError as group:
         for exc in group.exceptions:
             click.echo(f"edgeproxy: {exc}", err=True)
@@ -95,6 +101,30 @@ async def _serve(config: ProxyConfig) -> None:
                        f"{' (TLS)' if config.tls_cert else ''}", err=True)
 
 
+async def _supervise(config: ProxyConfig) -> None:
+    from edgeproxy.supervisor import Supervisor, bind_listeners
+
+    listeners = bind_listeners(config, config.workers)
+    host, port = listeners[0].getsockname()[:2]
+    supervisor = Supervisor(config, listeners)
+    click.echo(f"edgeproxy {os.getpid()}: listening on {host}:{port} with {config.workers} workers, "
+               f"origin {config.origin}{' (TLS)' if config.tls_cert else ''}", err=True)
+    try:
+        await supervisor.run()
+    finally:
+        for sock in listeners:
+            sock.close()
+
+
+def _run_worker(spec: dict[str, Any]) -> None:
+    from edgeproxy.config import ProxyConfig as Config
+    from edgeproxy.supervisor import run_worker
+
+    _configure_logging(Config(**spec["config"]))
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run_worker, spec)
+
+
 def _configure_logging(config: ProxyConfig) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.log_format == "json" else TextFormatter())
@@ -104,4 +134,10 @@ def _configure_logging(config: ProxyConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from edgeproxy.supervisor import worker_spec
+
+    spec = worker_spec()
+    if spec is not None:
+        _run_worker(spec)  # started by a supervisor (--workers N)
+    else:
+        main()

@@ -29,7 +29,7 @@ class ProxyConfig:
     origin_port: int = 8000
     cache_bytes: int = DEFAULT_CACHE_BYTES
     eviction: str = "s3fifo"
-    workers: int = 1  # only 1 for now: see _check
+    workers: int = 1  # worker processes on one port (supervisor.py); a purge reaches all
     purge_token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -109,9 +109,8 @@ def apply(config: ProxyConfig, values: Mapping[str, Any], *, source: str) -> Pro
 def _check(config: ProxyConfig, source: str) -> None:
     if config.cache_bytes < 0:
         raise ConfigError(f"{source}: cache_bytes must be >= 0")
-    if config.workers != 1:
-        # Each worker process would hold its own cache, and a purge would reach only one of them.
-        raise ConfigError(f"{source}: workers must be 1 (several worker processes are not supported yet)")
+    if not 1 <= config.workers <= 64:
+        raise ConfigError(f"{source}: workers must be between 1 and 64")
     if config.eviction not in ("s3fifo", "lru"):
         raise ConfigError(f"{source}: eviction must be s3fifo or lru")
     if config.log_format not in ("json", "text", "off"):

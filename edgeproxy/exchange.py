@@ -26,18 +26,29 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from edgeproxy import policy
+from edgeproxy.bus import WorkerBus
 from edgeproxy.cache import CacheStore, Entry
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import UpstreamError, UpstreamTimeout
 from edgeproxy.h2wire import encode_block
 from edgeproxy.headers import format_cache_status, get_header, vary_value
 from edgeproxy.http1 import format_head_prefix
-from edgeproxy.purge import REALM, PurgeSpec, apply_purge, check_token, parse_purge_body, path_of
-from edgeproxy.stats import Counters, format_json, format_prometheus
+from edgeproxy.purge import (
+    REALM,
+    PurgeSpec,
+    apply_purge,
+    check_token,
+    parse_purge_body,
+    path_of,
+    spec_from_wire,
+    spec_to_wire,
+)
+from edgeproxy.stats import Counters, format_json, format_prometheus, merge_numbers
 from edgeproxy.upstream import Flights, OriginPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -152,6 +163,7 @@ class Exchange:
         self.purge_epoch = 0  # bumped by every purge; see the module docstring
         self.counters = Counters()
         self.nursery = nursery  # background revalidations live here (server-owned)
+        self.bus: WorkerBus | None = None  # set when this is one of several workers
 
     # -- entry point -------------------------------------------------------------
     async def handle(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
@@ -162,7 +174,7 @@ class Exchange:
             return await self.internal(method, target, headers, body)
         if method == b"PURGE":
             soft = (get_header(headers, b"soft-purge") or b"0").strip().lower() in (b"1", b"true")
-            return self.purge(headers, PurgeSpec(paths=(path_of(target),), soft=soft))
+            return await self.purge(headers, PurgeSpec(paths=(path_of(target),), soft=soft))
         host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
         key = b"%s%s" % (host or b"", target)
         entry = None
@@ -410,8 +422,10 @@ class Exchange:
         return _origin_reply(method, response, format_cache_status(fwd=fwd))
 
     # -- purge and introspection ----------------------------------------------------
-    def purge(self, headers: list[tuple[bytes, bytes]], spec: PurgeSpec | None, body_error: str | None = None) -> Reply:
-        """Authenticate first (strangers learn nothing about the body), then purge."""
+    async def purge(self, headers: list[tuple[bytes, bytes]], spec: PurgeSpec | None,
+                    body_error: str | None = None) -> Reply:
+        """Authenticate first (strangers learn nothing about the body), then purge here and,
+        with several workers, in every other worker before answering (``bus.py``)."""
         denial = check_token(self.config.purge_token, get_header(headers, b"authorization"))
         if denial is not None:
             reply = error_reply(denial.status, denial.code, denial.message)
@@ -421,11 +435,33 @@ class Exchange:
         if spec is None:
             return error_reply(400, "BAD_REQUEST", f"invalid purge body: {body_error}")
         self.counters.purges += 1
+        count = self.purge_here(spec)
+        workers, missed = 1, 0
+        if self.bus is not None:
+            results, missed = await self.bus.fan_out("purge", spec_to_wire(spec))
+            count += sum(int(r.get("purged", 0)) for r in results)
+            workers = self.bus.workers
+        data: dict[str, object] = {"purged": count, "soft": spec.soft, "workers": workers}
+        fields = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        if missed:
+            data.update(errors=[{"status": "503", "code": "PURGE_INCOMPLETE",
+                                 "detail": f"{missed} of {workers} workers did not confirm the purge; retry it"}])
+            return Reply(503, fields, json.dumps(data).encode())
+        return Reply(200, fields, json.dumps(data).encode())
+
+    def purge_here(self, spec: PurgeSpec) -> int:
         self.purge_epoch += 1
         count = apply_purge(self.cache, spec)
         self.counters.purged_objects += count
-        body = json.dumps({"purged": count, "soft": spec.soft}).encode()
-        return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
+        return count
+
+    def bus_request(self, op: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Another worker's fan-out, relayed by the supervisor (``bus.py``)."""
+        if op == "purge":
+            return {"purged": self.purge_here(spec_from_wire(data))}
+        if op == "stats":
+            return {"counters": self.counters.snapshot(), "cache": dataclasses.asdict(self.cache.statistics())}
+        raise ValueError(f"unknown bus operation {op!r}")
 
     async def internal(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                        body: bytes) -> Reply:
@@ -436,21 +472,28 @@ class Exchange:
                 reply.fields.append((b"allow", b"POST"))
                 return reply
             try:
-                return self.purge(headers, parse_purge_body(body))
+                spec = parse_purge_body(body)
             except ValueError as exc:
-                return self.purge(headers, None, str(exc))
+                return await self.purge(headers, None, str(exc))
+            return await self.purge(headers, spec)
         if method not in policy.CACHEABLE_METHODS:
             reply = error_reply(405, "METHOD_NOT_ALLOWED", "use GET")
             reply.fields.append((b"allow", b"GET, HEAD"))
             return reply
+        if path not in (b"/.edge/stats", b"/.edge/metrics"):
+            return error_reply(404, "NOT_FOUND", "no such edge endpoint")
+        counters = self.counters.snapshot()
         cache = dataclasses.asdict(self.cache.statistics())
+        if self.bus is not None:  # every worker's numbers, summed
+            results, _missed = await self.bus.fan_out("stats", {})
+            counters = merge_numbers([counters, *(r["counters"] for r in results)])
+            cache = merge_numbers([cache, *(r["cache"] for r in results)])
+            cache["workers"] = 1 + len(results)
         if path == b"/.edge/stats":
             return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-                         format_json(self.counters, cache))
-        if path == b"/.edge/metrics":
-            return Reply(200, [(b"content-type", b"text/plain; version=0.0.4"), (b"cache-control", b"no-store")],
-                         format_prometheus(self.counters, cache))
-        return error_reply(404, "NOT_FOUND", "no such edge endpoint")
+                         format_json(counters, cache))
+        return Reply(200, [(b"content-type", b"text/plain; version=0.0.4"), (b"cache-control", b"no-store")],
+                     format_prometheus(counters, cache))
 
 
 def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:

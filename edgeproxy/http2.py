@@ -142,6 +142,7 @@ class H2Connection:
         self.got_settings = False
         self.goaway_sent = False
         self.peer_goaway = False
+        self.reading: trio.CancelScope | None = None  # around the receive the reader waits in
         self.table_update = b""  # prefix of the next header block we send (RFC 7541 §6.3)
         # header block being assembled from HEADERS + CONTINUATION
         self.block: list[bytes] | None = None
@@ -247,7 +248,11 @@ class H2Connection:
                 return
             while True:
                 with trio.move_on_after(timeout if not buf else self.server.config.header_timeout) as scope:
+                    self.reading = scope
                     data = await self.stream.receive_some(RECEIVE_BYTES)
+                self.reading = None
+                if self.peer_goaway and not self.streams:
+                    return
                 if not scope.cancelled_caught:
                     break
                 if self.answering and not buf:
@@ -552,7 +557,12 @@ class H2Connection:
                 s.scope.cancel()
             self._closed(s.id, reset=reset)
             if not self.streams:
-                self.streams_gone.set()
+                self._all_streams_done()
+
+    def _all_streams_done(self) -> None:
+        self.streams_gone.set()
+        if self.peer_goaway and self.reading is not None:
+            self.reading.cancel()  # the client said goodbye and its last answer is out: close
 
     def _goaway(self, code: w.ErrorCode, message: str) -> None:
         if not self.goaway_sent:
@@ -592,7 +602,7 @@ class H2Connection:
         del self.streams[s.id]
         self._closed(s.id)
         if not self.streams:
-            self.streams_gone.set()
+            self._all_streams_done()
         log_access(rid, s.head.method, s.head.path, reply.status, len(reply.body), time.perf_counter(), "HTTP/2")
         return True
 

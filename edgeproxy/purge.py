@@ -94,3 +94,18 @@ def apply_purge(cache: Purgeable, spec: PurgeSpec) -> int:
     for prefix in spec.prefixes:
         count += cache.purge_prefix(prefix, soft=spec.soft)
     return count
+
+
+def spec_to_wire(spec: PurgeSpec) -> dict[str, object]:
+    """A PurgeSpec as JSON-ready data for the worker bus (bytes as latin-1, losslessly)."""
+    return {"paths": [p.decode("latin-1") for p in spec.paths], "keys": [k.decode("latin-1") for k in spec.keys],
+            "prefixes": [p.decode("latin-1") for p in spec.prefixes], "soft": spec.soft}
+
+
+def spec_from_wire(data: dict[str, object]) -> PurgeSpec:
+    def items(name: str) -> tuple[bytes, ...]:
+        value = data.get(name) or []
+        assert isinstance(value, list)
+        return tuple(str(v).encode("latin-1") for v in value)
+
+    return PurgeSpec(paths=items("paths"), keys=items("keys"), prefixes=items("prefixes"), soft=bool(data.get("soft")))

@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from edgeproxy.bus import WorkerBus
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import ConfigError, RemoteProtocolError
 from edgeproxy.exchange import Exchange, Reply, error_reply, has_body, request_id
@@ -96,8 +97,10 @@ def log_access(rid: bytes, method: bytes, target: bytes, status: int, size: int,
 class Server:
     """One worker: listeners, connections, and the shared Exchange (cache, origin pool)."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, *, bus: trio.abc.Stream | None = None, workers: int = 1) -> None:
         self.config = config
+        self.bus = bus  # with several workers: this worker's socket to the supervisor (bus.py)
+        self.workers = workers
         self.exchange: Exchange | None = None
         self.draining = False
         self.active = 0  # requests being answered now, plus open HTTP/2 connections
@@ -127,6 +130,9 @@ class Server:
         try:
             async with trio.open_nursery() as background:
                 self.exchange = Exchange(config, background)
+                if self.bus is not None:
+                    self.exchange.bus = WorkerBus(self.bus, self.workers)
+                    background.start_soon(self._run_bus, self.exchange.bus)
                 async with trio.open_nursery() as connections:
                     for listener in listeners:
                         connections.start_soon(self._accept_loop, listener, connections, handler)
@@ -145,6 +151,13 @@ class Server:
                 await _close_all(listeners)
                 if self.exchange is not None:
                     await self.exchange.pool.aclose()
+
+    async def _run_bus(self, bus: WorkerBus) -> None:
+        assert self.exchange is not None
+        await bus.run(self.exchange.bus_request)
+        if not self.draining:
+            log.warning("the supervisor is gone: shutting down")
+            self.shutdown()
 
     async def wait_drained(self) -> None:
         """Wait until no request is being answered."""

@@ -56,13 +56,25 @@ _GAUGES = {"connections_open": "Client connections open now"}
 _CACHE_COUNTERS = frozenset({"hits", "misses", "stored", "refused", "evictions", "purged"})
 
 
-def format_json(counters: Counters, cache: dict[str, Any]) -> bytes:
-    return json.dumps({"counters": counters.snapshot(), "cache": cache}, sort_keys=True).encode()
+def merge_numbers(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers' numbers as one: numbers summed, anything else taken from the first."""
+    merged: dict[str, Any] = dict(parts[0]) if parts else {}
+    for part in parts[1:]:
+        for key, value in part.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+            else:
+                merged.setdefault(key, value)
+    return merged
 
 
-def format_prometheus(counters: Counters, cache: dict[str, Any]) -> bytes:
+def format_json(counters: dict[str, int], cache: dict[str, Any]) -> bytes:
+    return json.dumps({"counters": counters, "cache": cache}, sort_keys=True).encode()
+
+
+def format_prometheus(counters: dict[str, int], cache: dict[str, Any]) -> bytes:
     lines: list[str] = []
-    values = counters.snapshot()
+    values = counters
     for name, text in _HELP.items():
         lines += [f"# HELP edgeproxy_{name}_total {text}", f"# TYPE edgeproxy_{name}_total counter",
                   f"edgeproxy_{name}_total {values[name]}"]

@@ -422,7 +422,7 @@ async def test_edge_purge_method_needs_the_token(origin: OriginStub, edge: Edge)
     assert anonymous.status == 401
     assert anonymous.header("www-authenticate") is not None
     assert wrong.status == 403
-    assert (done.status, done.json()) == (200, {"purged": 1, "soft": False})
+    assert (done.status, done.json()) == (200, {"purged": 1, "soft": False, "workers": 1})
     assert "fwd=uri-miss" in cache_status(after)
     assert origin.count("/p") == 2
 
@@ -442,9 +442,9 @@ async def test_edge_purge_endpoint_by_path_key_and_prefix(origin: OriginStub, ed
         invalid = await purge(edge.port, '{"paths": "/c"}', AUTH)
         wrong_method = await get(edge.port, "/.edge/purge")
         statuses = [cache_status(await get(edge.port, p)) for p in ("/a", "/b", "/blog/x", "/c")]
-    assert by_key.json() == {"purged": 2, "soft": False}
-    assert by_prefix.json() == {"purged": 2, "soft": False}
-    assert by_path.json() == {"purged": 1, "soft": False}
+    assert by_key.json() == {"purged": 2, "soft": False, "workers": 1}
+    assert by_prefix.json() == {"purged": 2, "soft": False, "workers": 1}
+    assert by_path.json() == {"purged": 1, "soft": False, "workers": 1}
     assert invalid.status == 400
     assert wrong_method.status == 405
     assert all("fwd=uri-miss" in s for s in statuses), statuses
@@ -460,7 +460,7 @@ async def test_edge_soft_purge_serves_stale_and_revalidates(origin: OriginStub, 
         stale = await get(edge.port, "/soft")
         await wait_for_counter(edge.port, "revalidated_unchanged", 1)
         fresh = await get(edge.port, "/soft")
-    assert purged.json() == {"purged": 1, "soft": True}
+    assert purged.json() == {"purged": 1, "soft": True, "workers": 1}
     assert (stale.status, stale.body) == (200, b"soft")
     assert "fwd=stale" in cache_status(stale)
     assert origin.requests_for("/soft")[1].header(b"if-none-match") == b'"v1"'

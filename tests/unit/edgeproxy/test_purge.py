@@ -45,3 +45,14 @@ def test_apply_purge_counts_what_it_touches() -> None:
     assert apply_purge(cache, PurgeSpec(prefixes=(b"/blog/",))) == 2
     assert apply_purge(cache, PurgeSpec(paths=(b"/docs/c/",))) == 1
     assert len(cache) == 0
+
+
+def test_purge_spec_survives_the_worker_bus() -> None:
+    """What one worker sends is exactly what the others apply (bytes beyond ASCII included)."""
+    import json
+
+    from edgeproxy.purge import spec_from_wire, spec_to_wire
+
+    spec = PurgeSpec(paths=(b"/a", b"/caf%C3%A9"), keys=(b"k\xff",), prefixes=(b"/docs/",), soft=True)
+    assert spec_from_wire(json.loads(json.dumps(spec_to_wire(spec)))) == spec
+    assert spec_from_wire(spec_to_wire(PurgeSpec())) == PurgeSpec()
