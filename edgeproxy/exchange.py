@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since", b"if-mat
                                 b"if-unmodified-since", b"if-range"})
 _CONTENT_FIELDS = frozenset({b"content-length", b"content-type", b"content-encoding", b"content-range"})
 REQUEST_ID_MAX = 200
+STREAM_AFTER_MIN = 1 << 20  # bodies up to this are read whole even when the cache is tiny
 _RID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
 _ABSENT = b"\x00"  # a Vary field the request did not send (distinct from an empty value)
 # Purge paths arrive as JSON text; request targets are bytes with non-ASCII percent-encoded.
@@ -104,6 +105,15 @@ class Reply:
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)
     head: bytes = b""  # pre-serialized status line + fields, when the reply comes from the cache
     h2: bytes = b""  # the same for HTTP/2: an encoded header block prefix
+    # A body too large to hold: ``body`` is its start, ``stream`` the rest as the origin sends
+    # it; ``length`` is the whole length when the origin declared it (else chunked / close).
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+
+    async def aclose(self) -> None:
+        """Drop a streamed body that will not be sent (frees the origin connection)."""
+        if self.stream is not None:
+            await self.stream.aclose()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,11 +268,14 @@ class Exchange:
         return Reply(obj.status, obj.fields, obj.body, extra=extra, head=obj.h1_head(), h2=obj.h2_block())
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
-                     body: bytes) -> tuple[UpstreamResponse, float, float]:
+                     body: bytes, *, stream: bool = False) -> tuple[UpstreamResponse, float, float]:
+        """One origin request. With ``stream``, a body too large for the cache is not read
+        whole: the response carries its start and the rest streams through to the client."""
         self.counters.origin_requests += 1
         request_time = time.time()
         try:
-            response = await self.pool.request(method, target, _origin_fields(headers), body)
+            response = await self.pool.request(method, target, _origin_fields(headers), body,
+                                               stream_after=max(self.cache.max_entry_bytes, STREAM_AFTER_MIN) if stream else None)
         except UpstreamError:
             self.counters.origin_errors += 1
             raise
@@ -282,8 +295,11 @@ class Exchange:
             return self.origin_failed(exc, stale, headers)
         response = filled.response
         if response.status >= 500 and stale is not None:
-            return self.origin_failed(UpstreamError(f"origin answered {response.status}"), stale, headers,
-                                      response=response)
+            reply = self.origin_failed(UpstreamError(f"origin answered {response.status}"), stale, headers,
+                                       response=response)
+            if reply.stream is None:
+                await response.aclose()
+            return reply
         status = format_cache_status(fwd=fwd, stored=filled.obj is not None and not collapsed,
                                      collapsed=collapsed)
         if filled.obj is not None:
@@ -293,7 +309,7 @@ class Exchange:
     async def _fill(self, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes) -> Filled:
         request = [(n, v) for n, v in headers if n not in CONDITIONAL_FIELDS]
         epoch = self.purge_epoch
-        response, t0, t1 = await self.origin(b"GET", target, request, b"")
+        response, t0, t1 = await self.origin(b"GET", target, request, b"", stream=True)
         obj = self.store_response(key, target, request, response, t0, t1, stale=epoch != self.purge_epoch)
         return Filled(response, obj)
 
@@ -301,8 +317,9 @@ class Exchange:
                        response: UpstreamResponse, t0: float, t1: float, *,
                        stale: bool = False) -> CachedObject | None:
         """Store the response when RFC 9111 allows it and it fits; the stored object or None."""
-        if not policy.is_storable(b"GET", request_headers, response.status, response.headers):
-            return None
+        if response.rest is not None or not policy.is_storable(b"GET", request_headers, response.status,
+                                                               response.headers):
+            return None  # a streamed body is larger than any object the cache may hold
         size = len(response.body) + sum(len(n) + len(v) + 4 for n, v in response.headers)
         if size > self.cache.max_entry_bytes:
             return None
@@ -412,7 +429,7 @@ class Exchange:
         """Pass the request through; a successful unsafe method invalidates (RFC 9111 §4.4)."""
         self.counters.passes += 1
         try:
-            response, _, _ = await self.origin(method, target, headers, body)
+            response, _, _ = await self.origin(method, target, headers, body, stream=method != b"HEAD")
         except UpstreamError as exc:
             return self.origin_failed(exc, None, headers)
         for invalid in policy.invalidation_targets(method, response.status, target, response.headers,
@@ -501,6 +518,8 @@ def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:
     if filled.obj is not None:
         return policy.vary_matches(filled.obj.stored, headers)
     response = filled.response
+    if response.rest is not None:
+        return False  # a streamed body can be read once, by the request that started the fetch
     directives, _ = policy.effective_directives(response.headers)
     return (response.status >= 500 and not directives.private
             and get_header(response.headers, b"set-cookie") is None)
@@ -513,6 +532,11 @@ def _origin_reply(method: bytes, response: UpstreamResponse, cache_status: bytes
         length = get_header(response.headers, b"content-length")  # the GET's length (RFC 9110 §8.6)
         if length is not None and has_body(response.status):
             fields.append((b"content-length", length))
+    elif response.rest is not None:
+        if response.length is not None:
+            fields.append((b"content-length", b"%d" % response.length))
+        return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)],
+                     stream=response.rest, length=response.length)
     elif has_body(response.status):
         fields.append((b"content-length", b"%d" % len(response.body)))
     return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)])

@@ -36,6 +36,7 @@ import hpack
 import trio
 
 from edgeproxy import h2wire as w
+from edgeproxy.errors import UpstreamError
 from edgeproxy.exchange import Reply, error_reply, has_body, request_id
 from edgeproxy.server import DATES, FastSocket, log_access
 
@@ -611,7 +612,7 @@ class H2Connection:
         prefix = reply.h2
         if not prefix:
             fields = [(n, v) for n, v in reply.fields if n not in _DROP_FIELDS]
-            if has_body(reply.status) and not any(n == b"content-length" for n, _ in fields):
+            if reply.stream is None and has_body(reply.status) and not any(n == b"content-length" for n, _ in fields):
                 fields.append((b"content-length", b"%d" % len(reply.body)))
             prefix = w.encode_block(reply.status, fields)
         parts = [prefix, _DATE.get(), w.encode_field(b"x-request-id", rid)]
@@ -636,8 +637,13 @@ class H2Connection:
                 except Exception:
                     log.exception("request %s %r failed", rid.decode(), head.path)
                     reply = error_reply(500, "INTERNAL_ERROR", "the edge failed to answer")
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self._send_reply(s, reply, rid, head_only=head.method == b"HEAD")
+                try:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self._send_reply(s, reply, rid, head_only=head.method == b"HEAD")
+                finally:
+                    if reply.stream is not None:
+                        with trio.CancelScope(shield=True):
+                            await reply.aclose()
                 log_access(rid, head.method, head.path, reply.status, len(reply.body), started, "HTTP/2")
         finally:
             self.answering -= 1
@@ -656,8 +662,26 @@ class H2Connection:
         if self.goaway_sent and self._broken:
             return
         body = reply.body if has_body(reply.status) and not head_only else b""
-        self.write(w.headers_frames(s.id, self._block(reply, rid), end_stream=not body,
+        streamed = reply.stream is not None and has_body(reply.status) and not head_only
+        self.write(w.headers_frames(s.id, self._block(reply, rid), end_stream=not body and not streamed,
                                     max_frame=self.peer_max_frame))
+        sent = await self._send_data(s, body, last=not streamed)
+        if streamed:
+            assert reply.stream is not None
+            try:
+                async for piece in reply.stream:
+                    sent += await self._send_data(s, piece, last=False)
+            except UpstreamError as exc:
+                log.warning("stream %d: origin failed mid-body (%s); resetting it", s.id, exc)
+                self.write(w.rst_stream(s.id, w.ErrorCode.INTERNAL_ERROR))
+                self.exchange.counters.bytes_sent += sent
+                return
+            self.write(w.frame(w.DATA, w.END_STREAM, s.id))
+        self.exchange.counters.bytes_sent += sent
+        await self.flush()
+
+    async def _send_data(self, s: _Stream, body: bytes, *, last: bool) -> int:
+        """DATA frames within the peer's flow-control windows; END_STREAM on the last if ``last``."""
         view = memoryview(body)
         while view:
             window = min(s.send_window, self.send_window, self.peer_max_frame)
@@ -668,10 +692,10 @@ class H2Connection:
             chunk, view = view[:window], view[window:]
             s.send_window -= len(chunk)
             self.send_window -= len(chunk)
-            self.write(w.frame_head(w.DATA, 0 if view else w.END_STREAM, s.id, len(chunk)) + bytes(chunk))
+            end = w.END_STREAM if last and not view else 0
+            self.write(w.frame_head(w.DATA, end, s.id, len(chunk)) + bytes(chunk))
             await self.flush()
-        self.exchange.counters.bytes_sent += len(body)
-        await self.flush()
+        return len(body)
 
     async def _drain_on_shutdown(self, nursery: trio.Nursery) -> None:
         await self.server.drain_started.wait()

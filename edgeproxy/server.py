@@ -29,7 +29,7 @@ import trio
 
 from edgeproxy.bus import WorkerBus
 from edgeproxy.config import ProxyConfig
-from edgeproxy.errors import ConfigError, RemoteProtocolError
+from edgeproxy.errors import ConfigError, RemoteProtocolError, UpstreamError
 from edgeproxy.exchange import Exchange, Reply, error_reply, has_body, request_id
 from edgeproxy.headers import format_http_date
 from edgeproxy.http1 import NEED_DATA, Body, EndOfMessage, H1Server, RequestHead, format_response_head
@@ -365,6 +365,7 @@ class Server:
         assert exchange is not None
         started = time.perf_counter()
         self.request_started()
+        reply: Reply | None = None
         try:
             try:
                 reply = await exchange.handle(head.method, head.target, head.headers, body, head.host, rid=rid)
@@ -373,15 +374,64 @@ class Server:
                 reply = error_reply(500, "INTERNAL_ERROR", "the edge failed to answer")
                 reply.close = True
             close = not head.keep_alive or reply.close or self.draining
+            if reply.stream is not None and reply.length is None and head.http_version == b"1.0":
+                close = True  # no chunked coding in HTTP/1.0: the close ends the body
             if head.http_version == b"1.0" and not close:
                 reply.extra = [*reply.extra, (b"connection", b"keep-alive")]  # 1.0 keeps only when told
-            data = serialize(reply, rid, head_only=head.method == b"HEAD", close=close)
-            await stream.send_all(data)
-            exchange.counters.bytes_sent += len(data)
+            if reply.stream is not None:
+                sent, broken = await _send_streamed(stream, reply, rid, head, close=close)
+                close = close or broken
+            else:
+                data = serialize(reply, rid, head_only=head.method == b"HEAD", close=close)
+                await stream.send_all(data)
+                sent = len(data)
+            exchange.counters.bytes_sent += sent
         finally:
             self.request_done()
-        log_access(rid, head.method, head.target, reply.status, len(data), started, "HTTP/1.1")
+            if reply is not None and reply.stream is not None:
+                with trio.CancelScope(shield=True):
+                    await reply.aclose()
+        log_access(rid, head.method, head.target, reply.status, sent, started, "HTTP/1.1")
         return close
+
+
+async def _send_streamed(stream: Any, reply: Reply, rid: bytes, head: RequestHead, *, close: bool) -> tuple[int, bool]:
+    """A body that streams from the origin: Content-Length when it is known, else chunked.
+
+    Returns (bytes sent, broken). Broken: the origin failed mid-body, so the response
+    cannot be completed and the connection must close (the client sees it cut short).
+    """
+    chunked = reply.length is None and head.http_version != b"1.0"
+    fields = [(n, v) for n, v in reply.fields if n != b"transfer-encoding"]
+    if chunked:
+        fields.append((b"transfer-encoding", b"chunked"))
+    tail = [(b"date", DATES.get()), (b"x-request-id", rid), *reply.extra]
+    if close:
+        tail.append((b"connection", b"close"))
+    data = format_response_head(reply.status, [*fields, *tail])
+    sent = len(data)
+    await stream.send_all(data)
+    if head.method == b"HEAD" or not has_body(reply.status):
+        return sent, False
+    assert reply.stream is not None
+    try:
+        pieces = [reply.body] if reply.body else []
+        while True:
+            for piece in pieces:
+                out = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+                await stream.send_all(out)
+                sent += len(out)
+            try:
+                pieces = [await reply.stream.__anext__()]
+            except StopAsyncIteration:
+                break
+        if chunked:
+            await stream.send_all(b"0\r\n\r\n")
+            sent += 5
+    except UpstreamError as exc:
+        log.warning("request %s: origin failed mid-body (%s); closing the client connection", rid.decode(), exc)
+        return sent, True
+    return sent, False
 
 
 class FastSocket:

@@ -1,7 +1,10 @@
 """The origin side: a keep-alive connection pool (h11 over trio) and request collapsing.
 
-``OriginPool.request`` sends one request and returns the whole response (bodies are
-buffered up to ``max_body``; a larger body raises ``UpstreamProtocolError``).
+``OriginPool.request`` sends one request and returns the response with its body
+buffered, up to ``stream_after`` bytes: past that, the response comes back with the part
+read so far and ``rest``, an async iterator over the remaining body that holds the
+connection until it is exhausted or closed (large bodies stream through, never held
+whole). Without ``stream_after``, bodies above ``max_body`` raise ``UpstreamProtocolError``.
 An idle pooled connection that has become readable (the origin closed it, or sent bytes
 nobody asked for) is discarded before use, as httpcore's pool does; one the origin closed
 in the same instant still fails on first use, and an idempotent request is then retried
@@ -17,7 +20,7 @@ HTTP/2 stream that is reset) does not fail the requests collapsed into its fetch
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -42,7 +45,14 @@ BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]  # lowercase names
-    body: bytes
+    body: bytes  # the whole body, or its start when ``rest`` is set
+    rest: AsyncIterator[bytes] | None = None  # the remaining body, read on demand (must be consumed or closed)
+    length: int | None = None  # the origin's Content-Length, when it sent one
+
+    async def aclose(self) -> None:
+        """Release the origin connection of a streamed body that will not be read."""
+        if self.rest is not None:
+            await self.rest.aclose()  # type: ignore[attr-defined]
 
 
 class _Connection:
@@ -106,7 +116,7 @@ class OriginPool:
         return None
 
     async def request(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
-                      body: bytes = b"") -> UpstreamResponse:
+                      body: bytes = b"", *, stream_after: int | None = None) -> UpstreamResponse:
         """Send one request, return the buffered response.
 
         Raises:
@@ -117,19 +127,20 @@ class OriginPool:
         self.requests += 1
         while (conn := await self._checkout()) is not None:
             try:
-                return await self._exchange(conn, method, target, headers, body)
+                return await self._exchange(conn, method, target, headers, body, stream_after)
             except _StaleConnection:
                 continue  # closed by the origin while idle: try the next one
         conn = await self._connect()
         try:
-            return await self._exchange(conn, method, target, headers, body)
+            return await self._exchange(conn, method, target, headers, body, stream_after)
         except _StaleConnection as exc:
             raise UpstreamProtocolError(f"origin closed the connection: {exc}") from None
 
     async def _exchange(self, c: _Connection, method: bytes, target: bytes,
-                        headers: list[tuple[bytes, bytes]], body: bytes) -> UpstreamResponse:
+                        headers: list[tuple[bytes, bytes]], body: bytes, stream_after: int | None) -> UpstreamResponse:
         retryable = method in IDEMPOTENT
         keep = False
+        handed_off = False  # the connection now belongs to the response's ``rest``
         try:
             data = _serialize_request(c.conn, self.authority, method, target, headers, body)
             with trio.fail_after(self.read_timeout):
@@ -139,22 +150,60 @@ class OriginPool:
                     if retryable:
                         raise _StaleConnection(str(exc)) from None
                     raise UpstreamProtocolError(f"connection to origin failed: {exc}") from None
-                response = await self._receive(c, retryable)
+                response = await self._receive(c, retryable, stream_after)
+            handed_off = response.rest is not None
             keep = c.conn.our_state is h11.DONE and c.conn.their_state is h11.DONE
         except trio.TooSlowError:
             raise UpstreamTimeout(f"origin did not answer within {self.read_timeout:g} s") from None
         except h11.ProtocolError as exc:
             raise UpstreamProtocolError(f"origin sent invalid HTTP: {exc}") from None
         finally:
-            # Every path that does not hand the connection back closes it, cancellation included.
-            if keep and len(self._idle) < MAX_IDLE_CONNECTIONS:
+            # Every path that does not hand the connection on closes it, cancellation included.
+            if handed_off:
+                pass
+            elif keep and len(self._idle) < MAX_IDLE_CONNECTIONS:
                 c.conn.start_next_cycle()
                 self._idle.append(c)
             else:
                 await _close(c)
         return response
 
-    async def _receive(self, c: _Connection, retryable: bool) -> UpstreamResponse:
+    async def _rest(self, c: _Connection) -> AsyncIterator[bytes]:
+        """The body after the buffered start, as it arrives; the connection is pooled at the end."""
+        conn = c.conn
+        done = False
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    try:
+                        with trio.fail_after(self.read_timeout):
+                            received = await c.stream.receive_some(RECEIVE_BYTES)
+                    except trio.TooSlowError:
+                        raise UpstreamTimeout(f"origin stalled mid-body for {self.read_timeout:g} s") from None
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        raise UpstreamProtocolError(f"origin connection failed mid-body: {exc}") from None
+                    if not received:
+                        raise UpstreamProtocolError("origin closed the connection mid-body")
+                    conn.receive_data(received)
+                elif isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    done = True
+                    return
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise UpstreamProtocolError("origin closed the connection mid-body")
+        except h11.ProtocolError as exc:
+            raise UpstreamProtocolError(f"origin sent invalid HTTP: {exc}") from None
+        finally:
+            if done and conn.our_state is h11.DONE and conn.their_state is h11.DONE \
+                    and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                conn.start_next_cycle()
+                self._idle.append(c)
+            else:
+                await _close(c)
+
+    async def _receive(self, c: _Connection, retryable: bool, stream_after: int | None) -> UpstreamResponse:
         conn = c.conn
         status = 0
         resp_headers: list[tuple[bytes, bytes]] = []
@@ -184,9 +233,13 @@ class OriginPool:
                 resp_headers = [(bytes(n).lower(), bytes(v)) for n, v in event.headers]
             elif isinstance(event, h11.Data):
                 size += len(event.data)
+                chunks.append(bytes(event.data))
+                if stream_after is not None and size > stream_after:
+                    length = next((v for n, v in resp_headers if n == b"content-length"), None)
+                    return UpstreamResponse(status, resp_headers, b"".join(chunks), rest=self._rest(c),
+                                            length=int(length) if length is not None and length.isdigit() else None)
                 if size > self.max_body:
                     raise UpstreamProtocolError(f"origin body larger than {self.max_body} bytes")
-                chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 return UpstreamResponse(status, resp_headers, b"".join(chunks))
             elif isinstance(event, h11.ConnectionClosed):
