@@ -205,7 +205,15 @@ class Exchange:
         if entry is None or entry.stale:
             return None
         obj = entry.value
-        decision = policy.choose(method, headers, obj.stored, time.time())
+        stored = obj.stored
+        if policy.is_plain(stored) and _plain_request(headers):
+            plain = policy.serve_plain(stored, time.time())
+            if plain is None:
+                return None
+            self.counters.hits += 1
+            return Reply(obj.status, obj.fields, obj.body, head=obj.h1_head(), h2=obj.h2_block(),
+                         extra=[(b"age", b"%d" % int(plain.age)), (b"cache-status", _hit_status(int(plain.ttl)))])
+        decision = policy.choose(method, headers, stored, time.time())
         if type(decision) is not policy.Serve:
             return None
         self.counters.hits += 1
@@ -547,6 +555,15 @@ def _refresh_key(key: bytes, obj: CachedObject) -> bytes:
     one variant's ETag says nothing about another's (RFC 9111 §4.3.4). The flight holds ``obj``,
     so its id cannot be reused while the key is in use."""
     return b"%s #%x" % (key, id(obj))
+
+
+def _plain_request(headers: list[tuple[bytes, bytes]]) -> bool:
+    """None of the fields that change what the cache may answer (``policy.POLICY_REQUEST_FIELDS``)."""
+    fields = policy.POLICY_REQUEST_FIELDS
+    for name, _ in headers:  # noqa: SIM110 — a plain loop: all() over a generator costs more here
+        if name in fields:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)

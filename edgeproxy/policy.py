@@ -379,6 +379,25 @@ def conditional_headers(stored: Stored) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+#: Request fields that can change how a stored response may be used: request directives
+#: (§5.2.1, Pragma §5.4) and preconditions the cache answers (§4.3.2).
+POLICY_REQUEST_FIELDS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since"})
+
+
+def is_plain(stored: Stored) -> bool:
+    """No Vary and no response ``no-cache``: only freshness decides for a plain request."""
+    return not stored.vary and not stored.directives.no_cache
+
+
+def serve_plain(stored: Stored, now: float) -> Serve | None:
+    """``choose`` for a GET/HEAD without POLICY_REQUEST_FIELDS and an ``is_plain`` response:
+    Serve while fresh, else None (then ``choose`` decides). The hit path's short cut; the
+    property tests check it against ``choose``."""
+    age = current_age(stored, now)
+    ttl = _ttl(stored, age)
+    return Serve(age=age, ttl=ttl) if ttl > 0 else None
+
+
 # --- the decision ----------------------------------------------------------------------------
 
 def choose(method: bytes, request_headers: Fields, stored: Stored | None, now: float) -> Decision:

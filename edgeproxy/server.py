@@ -100,6 +100,7 @@ class Server:
     def __init__(self, config: ProxyConfig, *, bus: trio.abc.Stream | None = None, workers: int = 1) -> None:
         self.config = config
         self.bus = bus  # with several workers: this worker's socket to the supervisor (bus.py)
+        self.hitloop: Any = None  # idle plain-TCP HTTP/1.1 connections wait there (hitloop.py)
         self.workers = workers
         self.exchange: Exchange | None = None
         self.draining = False
@@ -130,6 +131,10 @@ class Server:
         try:
             async with trio.open_nursery() as background:
                 self.exchange = Exchange(config, background)
+                from edgeproxy.hitloop import HitLoop  # it imports this module
+
+                self.hitloop = HitLoop(self)
+                background.start_soon(self.hitloop.run)
                 if self.bus is not None:
                     self.exchange.bus = WorkerBus(self.bus, self.workers)
                     background.start_soon(self._run_bus, self.exchange.bus)
@@ -146,6 +151,8 @@ class Server:
                     connections.cancel_scope.cancel()
                 background.cancel_scope.cancel()
         finally:
+            if self.hitloop is not None:
+                self.hitloop.close()
             # Also when cancelled from outside (an embedding nursery, a test): nothing may leak.
             with trio.CancelScope(shield=True):
                 await _close_all(listeners)
@@ -283,10 +290,28 @@ class Server:
         # One cancel scope per connection whose deadline is armed only while waiting for
         # request bytes: entering a new timeout scope per request cost more than parsing it.
         waiting = trio.CancelScope()
+        hitloop = self.hitloop if isinstance(stream, FastSocket) else None
         try:
             with waiting:
-                while await self._h1_next(stream, parser, waiting):
-                    pass
+                head: RequestHead | None = None
+                while True:
+                    if hitloop is not None and parser.idle and not self.draining:
+                        # between requests: wait in the hit loop, which answers fresh hits itself
+                        outcome = await hitloop.park(stream, parser)
+                        kind = outcome[0]
+                        if kind == "closed":
+                            return
+                        if kind == "timeout":
+                            waiting.cancel()  # answered with 408 below, as if our own read timed out
+                            break
+                        if kind == "pending":
+                            await stream.send_all(outcome[1])
+                            continue
+                        if kind == "head":
+                            head = outcome[1]
+                    if not await self._h1_next(stream, parser, waiting, head):
+                        break
+                    head = None
             if waiting.cancelled_caught and not parser.idle:
                 reply = error_reply(408, "REQUEST_TIMEOUT", "the request did not arrive in time")
                 with trio.move_on_after(CLOSE_TIMEOUT_S):
@@ -296,10 +321,12 @@ class Server:
         finally:
             counters.connections_open -= 1
 
-    async def _h1_next(self, stream: Any, parser: H1Server, waiting: trio.CancelScope) -> bool:
-        """Read and answer one request; False when the connection must close."""
+    async def _h1_next(self, stream: Any, parser: H1Server, waiting: trio.CancelScope,
+                       head: RequestHead | None = None) -> bool:
+        """Read (unless the hit loop did) and answer one request; False when the connection must close."""
         try:
-            head = await self._h1_head(stream, parser, waiting)
+            if head is None:
+                head = await self._h1_head(stream, parser, waiting)
             if head is None:
                 return False
             if head.expect_continue and (head.content_length or head.chunked):
@@ -454,6 +481,10 @@ class FastSocket:
 
     def detach(self) -> None:
         self._raw.detach()
+
+    @property
+    def raw(self) -> socket.socket:
+        return self._raw
 
     async def receive_some(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
         while True:

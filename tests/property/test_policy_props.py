@@ -39,11 +39,13 @@ from edgeproxy.policy import (
     effective_directives,
     freshness_lifetime,
     is_fresh,
+    is_plain,
     is_storable,
     make_stored,
     mark_stale,
     not_modified,
     request_directives,
+    serve_plain,
 )
 
 T0 = 1_700_000_000
@@ -292,3 +294,19 @@ def test_etag_round_trip(weak: bool, opaque: bytes) -> None:
 def test_delta_seconds_round_trip(n: int) -> None:
     """delta-seconds round-trip up to the 2^31 clamp of RFC 9111 §1.2.2."""
     assert parse_delta_seconds(format_delta_seconds(n)) == min(n, DELTA_SECONDS_MAX)
+
+
+@given(stored_responses(), st.integers(0, 800), st.sampled_from([b"GET", b"HEAD"]),
+       st.lists(st.tuples(st.sampled_from([b"user-agent", b"accept", b"host", b"x-trace"]),
+                          st.sampled_from([b"a", b"b", b"*/*"])), max_size=3))
+def test_plain_short_cut_decides_as_choose(s: Stored, elapsed: int, method: bytes, request: Headers) -> None:
+    """The hit path's short cut gives exactly choose()'s Serve, and never serves what choose would not."""
+    if not is_plain(s):
+        return
+    now = s.response_time + elapsed
+    full = choose(method, request, s, now)
+    plain = serve_plain(s, now)
+    if plain is None:
+        assert not isinstance(full, Serve)
+    else:
+        assert full == plain
