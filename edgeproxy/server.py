@@ -291,6 +291,7 @@ class Server:
         # request bytes: entering a new timeout scope per request cost more than parsing it.
         waiting = trio.CancelScope()
         hitloop = self.hitloop if isinstance(stream, FastSocket) else None
+        timed_out = False
         try:
             with waiting:
                 head: RequestHead | None = None
@@ -302,7 +303,7 @@ class Server:
                         if kind == "closed":
                             return
                         if kind == "timeout":
-                            waiting.cancel()  # answered with 408 below, as if our own read timed out
+                            timed_out = True  # answered with 408 below, as if our own read timed out
                             break
                         if kind == "pending":
                             await stream.send_all(outcome[1])
@@ -312,7 +313,7 @@ class Server:
                     if not await self._h1_next(stream, parser, waiting, head):
                         break
                     head = None
-            if waiting.cancelled_caught and not parser.idle:
+            if (waiting.cancelled_caught or timed_out) and not parser.idle:
                 reply = error_reply(408, "REQUEST_TIMEOUT", "the request did not arrive in time")
                 with trio.move_on_after(CLOSE_TIMEOUT_S):
                     await stream.send_all(serialize(reply, request_id([]), head_only=False, close=True))

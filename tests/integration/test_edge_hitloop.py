@@ -1,0 +1,119 @@
+"""The HTTP/1.1 hit loop (edgeproxy/hitloop.py): connections parked between requests.
+
+Every test first makes the connection idle (one answered request), so what follows arrives
+while it waits in the hit loop rather than in its own task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from support.loopback import Answer, Edge, H1Client, OriginStub, read_responses, start_edge, start_origin
+
+from edgeproxy.config import ProxyConfig
+
+BOUND_S = 10.0
+CACHED = ((b"cache-control", b"max-age=60"), (b"etag", b'"v1"'))
+
+
+@pytest.fixture
+async def origin(nursery: trio.Nursery) -> OriginStub:
+    return await start_origin(nursery)
+
+
+@pytest.fixture
+async def edge(nursery: trio.Nursery, origin: OriginStub) -> Edge:
+    return await start_edge(nursery, ProxyConfig(origin_port=origin.port, header_timeout=1.0,
+                                                 keepalive_timeout=1.5))
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[H1Client]]:
+    opened: list[H1Client] = []
+    yield opened
+    for client in opened:
+        await client.aclose()
+
+
+async def parked_client(port: int, clients: list[H1Client]) -> tuple[H1Client, trio.SocketStream]:
+    client = await H1Client.connect(port)
+    clients.append(client)
+    assert (await client.request("GET", "/hit")).status == 200  # now idle: parked in the hit loop
+    await trio.sleep(0.05)
+    assert isinstance(client.stream, trio.SocketStream)
+    return client, client.stream
+
+
+async def test_pipelined_hits_and_a_miss_arrive_in_order(origin: OriginStub, edge: Edge, clients: list[H1Client]) -> None:
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    origin.route("/miss", Answer(headers=((b"cache-control", b"no-store"),), body=b"M"))
+    with trio.fail_after(BOUND_S):
+        _, stream = await parked_client(edge.port, clients)
+        request = b"GET %s HTTP/1.1\r\nhost: edge.test\r\n\r\n"
+        await stream.send_all(request % b"/hit" + request % b"/miss" + request % b"/hit" + request % b"/hit")
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 4:
+            data += await stream.receive_some(65536)
+    responses = read_responses(data, ["GET"] * 4)
+    assert [r.body for r in responses] == [b"H", b"M", b"H", b"H"]
+    assert "hit" in (responses[0].header("cache-status") or b"").decode()
+    assert origin.count("/miss") == 1
+
+
+async def test_half_a_request_gets_408_after_the_header_timeout(origin: OriginStub, edge: Edge, clients: list[H1Client]) -> None:
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    with trio.fail_after(BOUND_S):
+        _, stream = await parked_client(edge.port, clients)
+        await stream.send_all(b"GET /hit HTTP/1.1\r\nhost: ed")  # and then nothing
+        started = trio.current_time()
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        waited = trio.current_time() - started
+    assert data.startswith(b"HTTP/1.1 408")
+    assert 0.9 <= waited < 4.0  # header_timeout (1 s) + the loop's once-a-second sweep
+
+
+async def test_idle_parked_connection_closes_after_keepalive_timeout(origin: OriginStub, edge: Edge, clients: list[H1Client]) -> None:
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    with trio.fail_after(BOUND_S):
+        _, stream = await parked_client(edge.port, clients)
+        started = trio.current_time()
+        assert await stream.receive_some(65536) == b""  # closed by the edge, no answer owed
+        waited = trio.current_time() - started
+    assert 1.0 <= waited < 4.0
+
+
+async def test_answers_larger_than_the_socket_buffer_are_finished_by_the_task(
+        nursery: trio.Nursery, origin: OriginStub, clients: list[H1Client]) -> None:
+    """A client that does not read: the hit loop's send is partial and the task sends the rest."""
+    big = bytes(range(256)) * 1024  # 256 KiB
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    origin.route("/big", Answer(headers=CACHED, body=big))
+    edge = await start_edge(nursery, ProxyConfig(origin_port=origin.port))
+    with trio.fail_after(BOUND_S):
+        client, stream = await parked_client(edge.port, clients)
+        assert (await client.request("GET", "/big")).body == big  # cached now
+        await trio.sleep(0.05)
+        request = b"GET /big HTTP/1.1\r\nhost: edge.test\r\n\r\n"
+        await stream.send_all(request * 20)
+        await trio.sleep(0.3)  # let the edge fill the socket buffers before we read anything
+        data = b""
+        while data.count(big) < 20:
+            data += await stream.receive_some(1 << 20)
+    responses = read_responses(data, ["GET"] * 20)
+    assert all(r.status == 200 and r.body == big for r in responses)
+    assert origin.count("/big") == 1
+
+
+async def test_bad_request_after_parking_gets_400(origin: OriginStub, edge: Edge, clients: list[H1Client]) -> None:
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    with trio.fail_after(BOUND_S):
+        _, stream = await parked_client(edge.port, clients)
+        await stream.send_all(b"GET /hit HTTP/1.1\r\nbad header\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400")
