@@ -1,10 +1,17 @@
-"""The origin: a quart-trio app serving the live build (later issues add the APIs)."""
+"""The origin: a quart-trio app serving the live build and the delivery APIs.
+
+The APIs (REST/JSON:API and the Flowbox feed in ``rest.py``, GraphQL in ``graphql_api.py``)
+register their routes on the app before the catch-all route of the live site's files.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from pipeline.origin.live import LiveIndex
 from pipeline.origin.static import LiveSite
 from pipeline.store import Store
 
@@ -14,6 +21,9 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 def create_app(store: Store) -> QuartTrio:
     app = QuartTrio("flowcms.origin", static_folder=None)
     site = LiveSite(store)
+    live = LiveIndex(store)
+    for register in _api_modules():
+        register(app, live)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
     @app.route("/<path:path>", methods=ALL_METHODS)
@@ -30,3 +40,19 @@ def create_app(store: Store) -> QuartTrio:
         return response
 
     return app
+
+
+def _api_modules() -> list[Callable[[QuartTrio, LiveIndex], None]]:
+    """Each API module's ``register(app, live)``; a module not written yet is simply absent."""
+    import importlib
+
+    found = []
+    for name in ("pipeline.origin.rest", "pipeline.origin.graphql_api"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        found.append(module.register)
+    return found
