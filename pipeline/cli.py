@@ -22,7 +22,7 @@ from rich.console import Console
 from pipeline import dates
 from pipeline.build import BuildOptions, BuildResult, build_site
 from pipeline.errors import BuildFailed, PipelineError
-from pipeline.publish import BuildDiff, diff_builds, publish, rollback
+from pipeline.publish import BuildDiff, diff_builds, publish, purge_set, rollback
 from pipeline.source import open_source
 from pipeline.store import Store
 
@@ -110,8 +110,9 @@ def print_result(result: BuildResult) -> None:
 
 
 def print_diff(diff: BuildDiff) -> None:
+    purges = purge_set(diff)
     out.print(f"{len(diff.added)} added, {len(diff.changed)} changed, {len(diff.removed)} removed; "
-              f"{len(diff.keys)} surrogate keys to purge")
+              f"purge: {len(purges.paths)} paths, {len(purges.keys)} API keys")
 
 
 as_of_option = click.option("--as-of", help="Instant that decides what is live (ISO 8601; default now).")
@@ -189,7 +190,9 @@ def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, 
     except PipelineError as exc:
         fail(str(exc))
     if as_json:
-        out.print_json(data=diff.to_json())
+        info = {"id": result.build_id, "rendered": result.rendered, "reused": result.reused,
+                "seconds": result.seconds, "commit": site.store.info(result.build_id).commit}
+        sys.stdout.write(json.dumps({**diff.to_json(), "build": info}) + "\n")
         return
     print_result(result)
     if diff.old == diff.new:
@@ -257,6 +260,38 @@ def diff_cmd(site: Site, old: str, new: str, as_json: bool) -> None:
     print_diff(d)
 
 
+@main.command("publishes")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_site
+def publishes_cmd(site: Site, limit: int, as_json: bool) -> None:
+    """Recent publishes of `flowcms up` (newest first): trigger, status, timings, purges."""
+    from pipeline.publisher import read_records
+
+    records = read_records(site.store, limit)
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    if not records:
+        out.print("no publishes recorded yet (they are recorded by `flowcms up`)")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("publish", "when", "trigger", "status", "build", "+/~/-", "build ms", "purge ms", "fresh ms"):
+        table.add_column(col)
+
+    def ms(value: object) -> str:
+        return f"{float(value) * 1000:.0f}" if isinstance(value, (int, float)) else "-"
+
+    for r in records:
+        when = dt.datetime.fromtimestamp(float(r["seen"]), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(r["id"]), when, str(r["trigger"]), str(r["status"]), str(r.get("build") or "")[:12],
+                      f"{r['added']}/{r['changed']}/{r['removed']}", ms(r.get("build_s")), ms(r.get("purge_s")),
+                      ms(r.get("fresh_s")))
+    out.print(table)
+
+
 @main.command("gc")
 @click.option("--keep", type=click.IntRange(min=0), default=5, show_default=True,
               help="Newest builds to keep (the live build is always kept).")
@@ -319,10 +354,15 @@ def serve_cmd(site: Site, host: str, port: int) -> None:
 
 @main.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=int,
+              help="The site's port: the edge proxy (or the origin itself with --no-edge). 0 picks one.")
+@click.option("--origin-port", default=8001, show_default=True, type=int, help="The origin's port (0 picks one).")
+@click.option("--no-edge", is_flag=True, help="Serve the origin directly, without edgeproxy in front.")
+@click.option("--no-watch", is_flag=True, help="Do not publish when the published branch moves.")
 @pass_site
-def up_cmd(site: Site, host: str, port: int) -> None:
-    """Build and publish the site if it changed, then serve it."""
+def up_cmd(site: Site, host: str, port: int, origin_port: int, no_edge: bool, no_watch: bool) -> None:
+    """Build and publish the site if it changed, then run the whole stack: origin, edge proxy
+    in front (HTTP/1.1 + HTTP/2), and a watcher that publishes every commit to the branch."""
     try:
         with site.store.lock():
             result = run_build(site, ref=None, full=False, as_of=None, workers=None)
@@ -334,7 +374,18 @@ def up_cmd(site: Site, host: str, port: int) -> None:
     print_result(result)
     if diff.old != diff.new:
         print_diff(diff)
-    _serve(site, host, port)
+    import trio
+
+    from pipeline.stack import StackError, run_stack
+
+    try:
+        trio.run(partial(run_stack, site.path, site.store, branch=site.branch, host=host, port=port,
+                         origin_port=origin_port, edge=not no_edge, watch=not no_watch, say=out.print))
+    except* StackError as group:
+        for exc in group.exceptions:
+            err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    out.print("stopped")
 
 
 def entrypoint() -> Any:

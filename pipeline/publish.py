@@ -23,15 +23,18 @@ class BuildDiff:
     changed: tuple[str, ...]
     removed: tuple[str, ...]
     keys: tuple[str, ...]  # surrogate keys of every added, changed or removed output
+    entries: tuple[str, ...] = ()  # ids of the entries whose pages were added, changed or removed
 
     @property
     def paths(self) -> tuple[str, ...]:
         return tuple(sorted(self.added + self.changed + self.removed))
 
     def to_json(self) -> dict[str, Any]:
+        purges = purge_set(self)
         return {"from": self.old, "to": self.new, "added": list(self.added),
                 "changed": list(self.changed), "removed": list(self.removed),
-                "keys": list(self.keys), "purge": {"paths": list(self.paths), "keys": list(self.keys)}}
+                "keys": list(self.keys), "entries": list(self.entries),
+                "purge": {"paths": list(purges.paths), "keys": list(purges.keys)}}
 
 
 def diff_manifests(old: Manifest, new: Manifest, *, old_id: str | None, new_id: str) -> BuildDiff:
@@ -39,11 +42,15 @@ def diff_manifests(old: Manifest, new: Manifest, *, old_id: str | None, new_id: 
     removed = sorted(p for p in old if p not in new)
     changed = sorted(p for p in new if p in old and old[p].blob != new[p].blob)
     keys: set[str] = set()
-    for p in added + changed:
-        keys.update(new[p].keys)
-    for p in removed + changed:
-        keys.update(old[p].keys)
-    return BuildDiff(old_id, new_id, tuple(added), tuple(changed), tuple(removed), tuple(sorted(keys)))
+    entries: set[str] = set()
+    for manifest, paths in ((new, added + changed), (old, removed + changed)):
+        for p in paths:
+            item_keys = manifest[p].keys
+            keys.update(item_keys)
+            if item_keys and any(k.startswith("type:") for k in item_keys):
+                entries.add(item_keys[0])  # an entry's page: its keys start with its id (graph.entry_keys)
+    return BuildDiff(old_id, new_id, tuple(added), tuple(changed), tuple(removed), tuple(sorted(keys)),
+                     tuple(sorted(entries)))
 
 
 def diff_builds(store: Store, old_id: str | None, new_id: str) -> BuildDiff:
@@ -81,3 +88,47 @@ def rollback(store: Store, target: str | None = None) -> BuildDiff:
     diff = diff_builds(store, current, target)
     store.set_live(target, action="rollback")
     return diff
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeSet:
+    """What every edge must drop after a publish: exact paths plus surrogate keys."""
+
+    paths: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.keys)
+
+    def batches(self, max_items: int = 256) -> list[dict[str, list[str]]]:
+        """Bodies for ``POST /.edge/purge``: paths first, then keys, never mixed (paths are
+        purged hard, keys as asked), each under ``max_items`` entries (request size limits)."""
+        return [{kind: list(values[start: start + max_items])}
+                for kind, values in (("paths", self.paths), ("keys", self.keys))
+                for start in range(0, len(values), max_items)]
+
+
+def purge_set(diff: BuildDiff) -> PurgeSet:
+    """What a publish purges: exactly the build outputs that changed, by path (added ones
+    too — a 404 may be cached under their path), plus the delivery-API answers that can
+    show a changed entry. Pages are never purged by key: a listing page whose content did
+    not change keeps its cached copy (and its ETag), even though it names a changed entry.
+
+    API answers carry ``api:``-namespaced keys (pipeline/origin): ``api:<entry id>`` per
+    entry shown, ``api:type:…``/``api:tag:…``/``api:author:…`` for filtered lists, and
+    ``api:contents``/``api:authors``/``api:tags``/``api:media`` for the rest.
+    """
+    keys: set[str] = set()
+    if diff.entries:
+        keys.add("api:contents")
+        keys.update(f"api:{entry_id}" for entry_id in diff.entries)
+    for k in diff.keys:
+        if k.startswith(("type:", "tag:", "author:")):
+            keys.add(f"api:{k}")
+            if k.startswith("tag:"):
+                keys.add("api:tags")
+            elif k.startswith("author:"):
+                keys.add("api:authors")
+        elif k == "media":
+            keys.add("api:media")
+    return PurgeSet(paths=diff.paths, keys=tuple(sorted(keys)))

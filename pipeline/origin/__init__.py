@@ -7,6 +7,7 @@ register their routes on the app before the catch-all route of the live site's f
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -15,13 +16,21 @@ from pipeline.origin.live import LiveIndex
 from pipeline.origin.static import LiveSite
 from pipeline.store import Store
 
+if TYPE_CHECKING:
+    from pipeline.publisher import Publisher
+
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 
-def create_app(store: Store) -> QuartTrio:
+def create_app(store: Store, *, publisher: Publisher | None = None, admin_token: str | None = None) -> QuartTrio:
+    """The origin app; with a publisher and a token (``flowcms up``) also the admin endpoints."""
     app = QuartTrio("flowcms.origin", static_folder=None)
     site = LiveSite(store)
     live = LiveIndex(store)
+    if publisher is not None and admin_token:
+        from pipeline.origin import admin
+
+        admin.register(app, publisher, admin_token)
     for register in _api_modules():
         register(app, live)
 

@@ -1,0 +1,107 @@
+"""Talking to the edges after a publish: purge (batched, retried, acknowledged) and probe.
+
+An edge is any proxy that speaks edgeproxy's purge protocol (``POST /.edge/purge`` with a
+bearer token and ``{"paths", "keys", "soft"}``; the answer counts what it purged). A
+publish is "live everywhere" only when every edge acknowledged every batch; what did not
+get through is reported with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from pipeline.publish import PurgeSet
+
+RETRY_DELAYS_S = (0.2, 0.5, 1.0)  # after the first attempt: three retries, then give up
+REQUEST_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    url: str  # e.g. http://127.0.0.1:8080
+    token: str | None = None
+
+
+@dataclass(slots=True)
+class PurgeAck:
+    edge: str
+    ok: bool
+    purged: int = 0
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"edge": self.edge, "ok": self.ok, "purged": self.purged, "seconds": round(self.seconds, 4),
+                "attempts": self.attempts, "error": self.error}
+
+
+async def purge_edge(client: httpx.AsyncClient, edge: Edge, purges: PurgeSet, *, soft: bool) -> PurgeAck:
+    """Every batch acknowledged by ``edge`` (with retries), or the reason it was not."""
+    started = time.perf_counter()
+    ack = PurgeAck(edge.url, ok=True)
+    headers = {"Authorization": f"Bearer {edge.token}"} if edge.token else {}
+    for body in purges.batches():
+        for delay in (0.0, *RETRY_DELAYS_S):
+            await trio.sleep(delay)
+            ack.attempts += 1
+            try:
+                # Changed paths are purged hard: their cached copies can never revalidate to a 304
+                # (the ETag is the content hash), so serving them stale would only delay the new
+                # version. Keys (API answers that may not have changed) are purged as asked.
+                body_soft = soft and "paths" not in body
+                response = await client.post(f"{edge.url}/.edge/purge", json={**body, "soft": body_soft},
+                                             headers=headers, timeout=REQUEST_TIMEOUT_S)
+            except httpx.HTTPError as exc:
+                ack.error = f"{type(exc).__name__}: {exc}"
+                continue
+            if response.status_code == 200:
+                ack.purged += int(response.json().get("purged", 0))
+                ack.error = None
+                break
+            ack.error = f"HTTP {response.status_code}: {response.text[:200]}"
+            if response.status_code in (400, 401, 403):
+                break  # a wrong token or body does not get better by retrying
+        if ack.error is not None:
+            ack.ok = False
+            break
+    ack.seconds = time.perf_counter() - started
+    return ack
+
+
+async def purge_all(edges: list[Edge], purges: PurgeSet, *, soft: bool) -> list[PurgeAck]:
+    """Purge every edge concurrently; one acknowledgement (or failure) per edge, in order."""
+    acks: list[PurgeAck | None] = [None] * len(edges)
+    async with httpx.AsyncClient() as client:
+
+        async def one(i: int) -> None:
+            acks[i] = await purge_edge(client, edges[i], purges, soft=soft)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(edges)):
+                nursery.start_soon(one, i)
+    return [a for a in acks if a is not None]
+
+
+async def first_fresh(edge: Edge, path: str, etag: str, *, within: float = 5.0) -> float | None:
+    """Seconds until ``edge`` answers ``path`` with ``etag`` (the new build's), or None.
+
+    After a soft purge the first answer may be the stale copy while the edge revalidates
+    (RFC 5861), so this asks until the fresh one arrives, at most ``within`` seconds.
+    """
+    started = time.perf_counter()
+    async with httpx.AsyncClient() as client:
+        with trio.move_on_after(within):
+            while True:
+                try:
+                    response = await client.get(f"{edge.url}{path}", timeout=REQUEST_TIMEOUT_S)
+                except httpx.HTTPError:
+                    response = None
+                if response is not None and response.status_code == 200 and response.headers.get("etag") == etag:
+                    return time.perf_counter() - started
+                await trio.sleep(0.01)
+    return None

@@ -1,0 +1,69 @@
+"""Admin endpoints of a running stack: ``POST /api/v3/publish`` (202 + an id to poll).
+
+Guarded by the session's admin token (``flowcms up`` prints it); compared in constant time.
+A publish started here runs in the app's background and is serialised with every other
+trigger by the ``Publisher``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from pipeline.publisher import Publisher, PublishRecord
+
+NO_STORE = {"Cache-Control": "no-store", "Content-Type": "application/json"}
+
+
+def _error(status: int, code: str, detail: str, **headers: str) -> Response:
+    body = {"errors": [{"status": str(status), "code": code, "title": code.replace("_", " ").lower(),
+                        "detail": detail}]}
+    return Response(json.dumps(body), status=status, headers={**NO_STORE, **headers})
+
+
+def register(app: QuartTrio, publisher: Publisher, token: str) -> None:
+    started: dict[str, PublishRecord | None] = {}  # request id -> record once finished
+    counter = [0]
+
+    def denied() -> Response | None:
+        given = request.headers.get("Authorization", "")
+        if not given.startswith("Bearer "):
+            return _error(401, "UNAUTHENTICATED", "an admin token is required (Authorization: Bearer …)",
+                          **{"WWW-Authenticate": 'Bearer realm="flowcms"'})
+        if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
+            return _error(403, "FORBIDDEN", "this token may not publish")
+        return None
+
+    @app.route("/api/v3/publish", methods=["POST"])
+    async def start_publish() -> Response:
+        refusal = denied()
+        if refusal is not None:
+            return refusal
+        counter[0] += 1
+        ident = f"req_{counter[0]:04d}"
+        started[ident] = None
+
+        async def run() -> None:
+            started[ident] = await publisher.publish(f"api {ident}")
+
+        app.add_background_task(run)
+        body: dict[str, Any] = {"data": {"type": "publishes", "id": ident, "attributes": {"status": "queued"}},
+                                "links": {"self": f"/api/v3/publish/{ident}"}}
+        return Response(json.dumps(body), status=202,
+                        headers={**NO_STORE, "Location": f"/api/v3/publish/{ident}"})
+
+    @app.route("/api/v3/publish/<ident>", methods=["GET"])
+    async def publish_status(ident: str) -> Response:
+        refusal = denied()
+        if refusal is not None:
+            return refusal
+        if ident not in started:
+            return _error(404, "NOT_FOUND", f"no publish {ident}")
+        record = started[ident]
+        attributes = {"status": "running"} if record is None else record.to_json()
+        return Response(json.dumps({"data": {"type": "publishes", "id": ident, "attributes": attributes}}),
+                        headers=NO_STORE)

@@ -1,0 +1,131 @@
+"""``flowcms up``: the whole stack in one process tree, stopped cleanly on Ctrl-C / SIGTERM.
+
+- the origin (quart-trio on hypercorn) serving the live build and the APIs;
+- ``edgeproxy`` in front of it, as a child process (the edge is a standalone program that
+  knows nothing of the pipeline), with a purge token made for this session;
+- the ref watcher: every move of the published branch is published (``Publisher``) and
+  purged at the edge, with the publish record printed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pipeline.edges import Edge
+from pipeline.publisher import Publisher
+from pipeline.store import Store
+from pipeline.watch import changes, git_dir
+
+EDGE_START_S = 20.0
+STOP_S = 15.0
+
+
+class StackError(Exception):
+    """The stack could not start (a port in use, the edge did not come up)."""
+
+
+async def run_stack(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int,
+                    edge: bool, watch: bool, say: Callable[[str], Any]) -> None:
+    token = secrets.token_urlsafe(18)
+    # Signals are caught from the start: a SIGTERM while the stack comes up stops it cleanly too.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await _run(site, store, branch=branch, host=host, port=port, origin_port=origin_port, edge=edge,
+                   watch=watch, say=say, token=token, signals=signals)
+
+
+async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int, edge: bool,
+               watch: bool, say: Callable[[str], Any], token: str, signals: Any) -> None:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from pipeline.origin import create_app
+
+    async with trio.open_nursery() as nursery:
+        config = Config()
+        config.bind = [f"{host}:{origin_port if edge else port}"]
+        config.accesslog = None
+        config.errorlog = "-"
+        publisher = Publisher(site, store, [])
+        app = create_app(store, publisher=publisher, admin_token=token)
+        try:
+            urls = await nursery.start(serve, app, config)
+        except OSError as exc:
+            raise StackError(f"cannot listen on {config.bind[0]}: {exc.strerror or exc}") from None
+        origin_url = str(urls[0]).rstrip("/")
+        edge_url = None
+        process = None
+        if edge:
+            process, edge_url = await _start_edge(host, port, origin_url, token)
+            publisher.edges = [Edge(edge_url, token)]
+            assert process.stderr is not None
+            nursery.start_soon(_forward, process.stderr)
+        say(f"site:   [bold]{edge_url or origin_url}/[/]" + ("   (edgeproxy → origin)" if edge_url else ""))
+        if edge_url:
+            say(f"origin: {origin_url}/")
+        say(f"admin token for this session: {token}")
+        say("        (Authorization: Bearer …) for POST /api/v3/publish and POST /.edge/purge")
+        if watch:
+            what = f"branch {branch} of {site}" if git_dir(site) else f"the files of {site}"
+            say(f"watching {what}: every change is published. Ctrl-C stops.")
+            nursery.start_soon(_watch, site, branch, publisher, say)
+        else:
+            say("Ctrl-C stops.")
+        try:
+            async for _ in signals:
+                break
+        finally:
+            with trio.CancelScope(shield=True):
+                if process is not None:
+                    await _stop(process)
+            nursery.cancel_scope.cancel()
+
+
+async def _watch(site: Path, branch: str, publisher: Publisher, say: Callable[[str], Any]) -> None:
+    async for state in changes(site, branch):
+        record = await publisher.publish(f"watch {state[:12]}")
+        say(record.summary())
+
+
+async def _start_edge(host: str, port: int, origin_url: str, token: str) -> tuple[trio.Process, str]:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "edgeproxy", "--listen", f"{host}:{port}", "--origin", origin_url,
+         "--purge-token", token, "--log-format", "off"],
+        stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    output = b""
+    with trio.move_on_after(EDGE_START_S):
+        while (match := re.search(rb"listening on (\S+):(\d+)", output)) is None:
+            chunk = await process.stderr.receive_some(4096)
+            if not chunk:
+                break
+            output += chunk
+    if match is None:
+        await _stop(process)
+        raise StackError(f"the edge proxy did not start: {output.decode(errors='replace').strip()}")
+    edge_host = match.group(1).decode()
+    return process, f"http://{edge_host}:{int(match.group(2))}"
+
+
+async def _forward(stream: trio.abc.ReceiveStream) -> None:
+    """The edge's warnings go to our stderr (and its pipe never fills up)."""
+    while chunk := await stream.receive_some(65536):
+        await trio.to_thread.run_sync(sys.stderr.buffer.write, chunk)
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_S):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()

@@ -1,0 +1,173 @@
+"""The publish loop end to end: ``flowcms up`` (origin + edgeproxy + watcher) on a temp git site.
+
+A commit to the published branch is noticed by the watcher, built, switched and purged at
+the edge: the changed page is fresh at once, an unchanged page keeps its ETag and stays a
+HIT, a removed entry 404s at the edge, and a broken commit leaves everything as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from support.sites import TINY_SITE, git_commit, make_site, write_files
+
+from pipeline.publish import BuildDiff, purge_set
+
+ROOT = Path(__file__).resolve().parents[2]
+BOUND_S = 40.0
+
+
+@dataclass
+class Stack:
+    site: Path
+    url: str
+    token: str
+    process: trio.Process
+
+    def records(self) -> list[dict[str, object]]:
+        path = self.site / ".flowcms" / "publishes.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    async def next_record(self, before: int) -> dict[str, object]:
+        """The first publish record after the ``before`` already there."""
+        while len(self.records()) <= before:  # noqa: ASYNC110 — the file is the interface
+            await trio.sleep(0.05)
+        return self.records()[before]
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    site = make_site(tmp_path / "site")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pipeline.cli", "--site", str(site), "up", "--port", "0", "--origin-port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, env={"NO_COLOR": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    output = b""
+    try:
+        with trio.fail_after(BOUND_S):
+            assert process.stdout is not None
+            while b"watching" not in output:
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, f"flowcms up exited early: {output!r}"
+                output += chunk
+        url = re.search(rb"site:\s+(http://\S+?)/?\s", output)
+        token = re.search(rb"admin token for this session: (\S+)", output)
+        assert url is not None, output
+        assert token is not None, output
+        yield Stack(site, url.group(1).decode(), token.group(1).decode(), process)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(20):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_commit_is_live_at_the_edge_and_nothing_else_goes_cold(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            for path in ("/blog/first-post/", "/blog/third-post/", "/"):  # warm the edge
+                assert (await client.get(path)).status_code == 200
+            before_third = await client.get("/blog/third-post/")
+            before_home = await client.get("/")
+            assert "hit" in before_third.headers["cache-status"]
+            count = len(stack.records())
+            write_files(stack.site, {"blog/first.md": TINY_SITE["blog/first.md"] + "\nFresh words.\n"})
+            git_commit(stack.site, "edit first")
+            record = await stack.next_record(count)
+            first = await client.get("/blog/first-post/")
+            third = await client.get("/blog/third-post/")
+            home = await client.get("/")
+    assert record["status"] == "live everywhere", record
+    assert record["trigger"].startswith("watch")  # type: ignore[union-attr]
+    assert record["edges"][0]["ok"]  # type: ignore[index]
+    assert record["fresh_s"] is not None
+    assert "Fresh words." in first.text
+    # unchanged pages: same ETag, still served from the edge's cache
+    assert third.headers["etag"] == before_third.headers["etag"]
+    assert "hit" in third.headers["cache-status"]
+    assert "stale" not in third.headers["cache-status"]
+    assert home.headers["etag"] == before_home.headers["etag"]  # the card did not change
+    assert "fwd=" not in home.headers["cache-status"]
+    listing = await trio.run_process([sys.executable, "-m", "pipeline.cli", "--site", str(stack.site), "publishes",
+                                      "--json"], capture_stdout=True, cwd=ROOT)
+    assert json.loads(listing.stdout)[0]["id"] == record["id"]  # newest first
+
+
+async def test_removed_entry_404s_and_a_broken_commit_changes_nothing(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            assert (await client.get("/blog/third-post/")).status_code == 200
+            count = len(stack.records())
+            write_files(stack.site, {"blog/third.md": None})
+            git_commit(stack.site, "remove third")
+            removed = await stack.next_record(count)
+            gone = await client.get("/blog/third-post/")
+            live_before = (stack.site / ".flowcms" / "LIVE").read_text()
+            write_files(stack.site, {"blog/second.md": "---\ntitle: [broken\n---\nx\n"})
+            git_commit(stack.site, "break it")
+            failed = await stack.next_record(count + 1)
+            second = await client.get("/blog/second-post/")
+    assert removed["status"] == "live everywhere"
+    assert removed["removed"] > 0
+    assert gone.status_code == 404
+    assert failed["status"] == "failed"
+    assert "blog/second.md" in str(failed["error"])  # path:line:column from the build
+    assert (stack.site / ".flowcms" / "LIVE").read_text() == live_before
+    assert second.status_code == 200
+
+
+async def test_publish_api_needs_the_admin_token(stack: Stack) -> None:
+    origin = stack.url  # through the edge: the gateway-less edge forwards POST to the origin
+    async with httpx.AsyncClient(base_url=origin) as client:
+        with trio.fail_after(BOUND_S):
+            anonymous = await client.post("/api/v3/publish")
+            wrong = await client.post("/api/v3/publish", headers={"Authorization": "Bearer nope"})
+            started = await client.post("/api/v3/publish", headers={"Authorization": f"Bearer {stack.token}"})
+            location = started.headers["location"]
+            while True:
+                status = await client.get(location, headers={"Authorization": f"Bearer {stack.token}"})
+                if status.json()["data"]["attributes"]["status"] != "running":
+                    break
+                await trio.sleep(0.05)
+    assert (anonymous.status_code, wrong.status_code, started.status_code) == (401, 403, 202)
+    assert anonymous.json()["errors"][0]["code"] == "UNAUTHENTICATED"
+    assert status.json()["data"]["attributes"]["status"] == "unchanged"
+
+
+async def test_sigterm_stops_the_whole_stack(stack: Stack) -> None:
+    stack.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(BOUND_S):
+        await stack.process.wait()
+    assert stack.process.returncode == 0
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(stack.url + "/")
+
+
+def test_purge_set_is_exact_paths_plus_api_keys() -> None:
+    diff = BuildDiff("a", "b", added=("/blog/new/",), changed=("/blog/x/", "/feed.xml"), removed=(),
+                     keys=("cnt_1", "type:blog", "tag:news", "author:ada", "feed", "listing:home"),
+                     entries=("cnt_1",))
+    purges = purge_set(diff)
+    assert purges.paths == ("/blog/new/", "/blog/x/", "/feed.xml")
+    assert purges.keys == ("api:author:ada", "api:authors", "api:cnt_1", "api:contents", "api:tag:news",
+                           "api:tags", "api:type:blog")
+    assert not any(k in purges.keys for k in ("cnt_1", "type:blog", "listing:home"))  # never page keys
+    many = purge_set(BuildDiff("a", "b", tuple(f"/p{i}/" for i in range(600)), (), (), ()))
+    batches = many.batches(256)
+    assert [len(b["paths"]) for b in batches] == [256, 256, 88]
+    assert purges.batches(2) == [{"paths": ["/blog/new/", "/blog/x/"]}, {"paths": ["/feed.xml"]},
+                                 {"keys": ["api:author:ada", "api:authors"]}, {"keys": ["api:cnt_1", "api:contents"]},
+                                 {"keys": ["api:tag:news", "api:tags"]}, {"keys": ["api:type:blog"]}]
