@@ -145,8 +145,9 @@ def main(ctx: click.Context, site: Path | None) -> None:
 @click.option("--full", is_flag=True, help="Ignore the previous build; render everything.")
 @as_of_option
 @workers_option
+@click.option("--json", "as_json", is_flag=True, help="Print the build id and figures as JSON.")
 @pass_site
-def build(site: Site, ref: str | None, full: bool, as_of: str | None, workers: int | None) -> None:
+def build(site: Site, ref: str | None, full: bool, as_of: str | None, workers: int | None, as_json: bool) -> None:
     """Build a ref into the store without publishing it."""
     try:
         result = run_build(site, ref=ref, full=full, as_of=_as_of(as_of), workers=workers)
@@ -154,6 +155,11 @@ def build(site: Site, ref: str | None, full: bool, as_of: str | None, workers: i
         report_failure(exc, site)
     except PipelineError as exc:
         fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps({"id": result.build_id, "previous": result.previous_id,
+                                     "rendered": result.rendered, "reused": result.reused,
+                                     "seconds": result.seconds}) + "\n")
+        return
     print_result(result)
 
 
@@ -178,9 +184,13 @@ def check(site: Site, ref: str | None) -> None:
 @as_of_option
 @workers_option
 @click.option("--json", "as_json", is_flag=True, help="Print the purge set as JSON.")
+@click.option("--no-purge", is_flag=True, help="Do not purge the configured edges (the caller does).")
+@click.option("--hard", is_flag=True, help="Hard-purge API answers too (default: soft, revalidated on use).")
 @pass_site
-def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, as_json: bool) -> None:
-    """Build the published branch and make it live in one atomic step."""
+def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, as_json: bool,
+                no_purge: bool, hard: bool) -> None:
+    """Build the published branch and make it live in one atomic step, then purge the edges
+    ([edges] in flowcms.toml, and the edge of a running `flowcms up`)."""
     try:
         with site.store.lock():
             result = run_build(site, ref=None, full=full, as_of=_as_of(as_of), workers=workers)
@@ -189,10 +199,11 @@ def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, 
         report_failure(exc, site)
     except PipelineError as exc:
         fail(str(exc))
+    acks = [] if no_purge or diff.old == diff.new else purge_edges(site, diff, soft=not hard)
     if as_json:
         info = {"id": result.build_id, "rendered": result.rendered, "reused": result.reused,
                 "seconds": result.seconds, "commit": site.store.info(result.build_id).commit}
-        sys.stdout.write(json.dumps({**diff.to_json(), "build": info}) + "\n")
+        sys.stdout.write(json.dumps({**diff.to_json(), "build": info, "edges": acks}) + "\n")
         return
     print_result(result)
     if diff.old == diff.new:
@@ -200,13 +211,15 @@ def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, 
     else:
         print_diff(diff)
         out.print(f"[green]live:[/] {result.build_id}")
+        print_acks(acks)
 
 
 @main.command("rollback")
 @click.argument("build_id", required=False)
 @pass_site
 def rollback_cmd(site: Site, build_id: str | None) -> None:
-    """Make an earlier build live again (default: the one before the current)."""
+    """Make an earlier build live again (default: the one before the current) and purge
+    the reverse diff at the edges; the old pages keep their old ETags."""
     try:
         with site.store.lock():
             diff = rollback(site.store, build_id)
@@ -214,6 +227,30 @@ def rollback_cmd(site: Site, build_id: str | None) -> None:
         fail(str(exc))
     print_diff(diff)
     out.print(f"[green]live:[/] {diff.new}")
+    print_acks(purge_edges(site, diff, soft=True))
+
+
+def purge_edges(site: Site, diff: BuildDiff, *, soft: bool) -> list[dict[str, object]]:
+    """Purge the publish's purge set at every known edge; one acknowledgement per edge."""
+    from pipeline.edges import known_edges, purge_all
+
+    edges = known_edges(site.path, site.store)
+    purges = purge_set(diff)
+    if not edges or not purges:
+        return []
+    import trio
+
+    acks = trio.run(partial(purge_all, edges, purges, soft=soft))
+    return [a.to_json() for a in acks]
+
+
+def print_acks(acks: list[dict[str, object]]) -> None:
+    for ack in acks:
+        if ack["ok"]:
+            out.print(f"purged at {ack['edge']}: {ack['purged']} objects in {float(ack['seconds']) * 1000:.0f} ms")
+        else:
+            err.print(f"[red]purge failed at {ack['edge']}:[/] {ack['error']} — the edge may serve stale pages",
+                      markup=True)
 
 
 @main.command("builds")
@@ -290,6 +327,58 @@ def publishes_cmd(site: Site, limit: int, as_json: bool) -> None:
                       f"{r['added']}/{r['changed']}/{r['removed']}", ms(r.get("build_s")), ms(r.get("purge_s")),
                       ms(r.get("fresh_s")))
     out.print(table)
+
+
+@main.group("hook")
+def hook_group() -> None:
+    """Git hooks that publish on commit (post-commit) or push (post-receive)."""
+
+
+HOOK_MARK = "# installed by flowcms"
+
+
+@hook_group.command("install")
+@pass_site
+def hook_install(site: Site) -> None:
+    """Publish every commit to the published branch (in the background; log in .flowcms/hook.log)."""
+    from pipeline.watch import git_dir
+
+    repo = git_dir(site.path)
+    if repo is None:
+        fail(f"{site.path} is not a git repository: hooks need git (a plain folder is watched by `flowcms up`)")
+    bare = repo == site.path
+    name = "post-receive" if bare else "post-commit"
+    hooks = repo / "hooks"
+    hooks.mkdir(exist_ok=True)
+    path = hooks / name
+    if path.exists() and HOOK_MARK not in path.read_text():
+        fail(f"{path} exists and is not ours: add this line to it instead:\n  {_hook_command(site)}")
+    check = ('while read old new ref; do [ "$ref" = "refs/heads/{b}" ] && run; done' if bare
+             else '[ "$(git rev-parse --abbrev-ref HEAD)" = "{b}" ] && run').format(b=site.branch)
+    path.write_text(f"#!/bin/sh\n{HOOK_MARK}: publish the {site.branch} branch\n"
+                    f"run() {{\n  {_hook_command(site)}\n}}\n{check}\nexit 0\n")
+    path.chmod(0o755)
+    out.print(f"installed {path}: commits to {site.branch} are published")
+
+
+@hook_group.command("uninstall")
+@pass_site
+def hook_uninstall(site: Site) -> None:
+    """Remove the hook `flowcms hook install` added."""
+    from pipeline.watch import git_dir
+
+    repo = git_dir(site.path)
+    removed = [p for p in ((repo / "hooks" / n) for n in ("post-commit", "post-receive")) if repo is not None
+               and p.exists() and HOOK_MARK in p.read_text()]
+    for path in removed:
+        path.unlink()
+    out.print(f"removed {', '.join(map(str, removed))}" if removed else "no flowcms hook installed")
+
+
+def _hook_command(site: Site) -> str:
+    log = site.store.root / "hook.log"
+    return (f"nohup '{sys.executable}' -m pipeline.cli --site '{site.path}' publish >> '{log}' 2>&1 "
+            "< /dev/null &")
 
 
 @main.command("gc")

@@ -8,13 +8,18 @@ get through is reported with the reason, never dropped silently.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import trio
 
 from pipeline.publish import PurgeSet
+from pipeline.store import Store
 
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)  # after the first attempt: three retries, then give up
 REQUEST_TIMEOUT_S = 10.0
@@ -24,6 +29,37 @@ REQUEST_TIMEOUT_S = 10.0
 class Edge:
     url: str  # e.g. http://127.0.0.1:8080
     token: str | None = None
+
+
+SESSION_FILE = "session.json"  # a running `flowcms up` names its edge here (state dir, mode 0600)
+
+
+def known_edges(site: Path, store: Store) -> list[Edge]:
+    """The edges a publish purges: ``[edges] urls`` in flowcms.toml (token from the environment
+    variable named by ``token_env``, default FLOWCMS_EDGE_TOKEN), plus the edge of a running
+    ``flowcms up`` session on this site."""
+    edges: list[Edge] = []
+    try:
+        config = tomllib.loads((site / "flowcms.toml").read_text()).get("edges", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        config = {}
+    token = os.environ.get(str(config.get("token_env", "FLOWCMS_EDGE_TOKEN")))
+    edges += [Edge(str(url).rstrip("/"), token) for url in config.get("urls", [])]
+    try:
+        session = json.loads((store.root / SESSION_FILE).read_text())
+        os.kill(int(session["pid"]), 0)  # still running?
+        edges.append(Edge(str(session["edge"]), str(session["token"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return edges
+
+
+def write_session(store: Store, edge: Edge) -> Path:
+    path = store.root / SESSION_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "edge": edge.url, "token": edge.token}, f)
+    return path
 
 
 @dataclass(slots=True)

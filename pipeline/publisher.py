@@ -28,7 +28,7 @@ import trio
 
 from pipeline.edges import Edge, first_fresh, purge_all
 from pipeline.origin.conditional import etag_for
-from pipeline.publish import BuildDiff, purge_set
+from pipeline.publish import BuildDiff, publish, purge_set
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,15 @@ class PublishRecord:
                 f"{timing}")
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A build made ahead of time for the instant ``as_of`` (the scheduler's next flip)."""
+
+    build_id: str
+    base: str | None  # the live build it was built from: the flip is only valid while it is live
+    as_of: str
+
+
 class _Waiting:
     """A publish that has not started yet: later triggers join it."""
 
@@ -96,6 +105,7 @@ class Publisher:
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
         self.last: PublishRecord | None = None
+        self.published = trio.Event()  # set (and replaced) after every publish: schedules recompute
 
     async def publish(self, trigger: str) -> PublishRecord:
         """Publish now, or join the publish that is waiting to start; returns its record."""
@@ -114,12 +124,32 @@ class Publisher:
         assert waiting.record is not None
         return waiting.record
 
-    async def _run(self, trigger: str) -> PublishRecord:
+    async def prepare(self, as_of: str) -> Prepared | None:
+        """Build (not publish) what the site looks like at ``as_of``, ahead of time."""
+        base = self.store.live()
+        command = [self.python, "-m", "pipeline.cli", "--site", str(self.site), "build", "--as-of", as_of, "--json"]
+        with trio.fail_after(BUILD_TIMEOUT_S):
+            result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        if result.returncode != 0:
+            log.warning("preparing the build for %s failed: %s", as_of, result.stderr.decode(errors="replace"))
+            return None
+        return Prepared(json.loads(result.stdout)["id"], base, as_of)
+
+    async def publish_prepared(self, prepared: Prepared, trigger: str) -> PublishRecord:
+        """At its instant: switch to the prepared build (as fast as a manual publish), or, when
+        the live build moved since it was prepared, build and publish as of that instant."""
+        async with self._lock:
+            return await self._run(trigger, prepared=prepared)
+
+    async def _run(self, trigger: str, *, prepared: Prepared | None = None) -> PublishRecord:
         seen = time.time()
         started = time.perf_counter()
         record = PublishRecord(id=f"pub_{self._prefix}{next(self._ids):04d}", trigger=trigger, seen=seen)
         try:
-            diff = await self._build(record, started)
+            if prepared is not None and self.store.live() == prepared.base and prepared.build_id:
+                diff = await self._switch(record, prepared, started)
+            else:
+                diff = await self._build(record, started, as_of=prepared.as_of if prepared else None)
             if diff is not None:
                 await self._purge(record, diff, started)
         except Exception as exc:  # a publish never takes the loop down; the record says why
@@ -127,12 +157,31 @@ class Publisher:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
         self._save(record)
         self.last = record
+        published, self.published = self.published, trio.Event()
+        published.set()
         log.info("%s", record.summary())
         return record
 
-    async def _build(self, record: PublishRecord, started: float) -> BuildDiff | None:
+    async def _switch(self, record: PublishRecord, prepared: Prepared, started: float) -> BuildDiff | None:
+        def switch() -> BuildDiff:
+            with self.store.lock():
+                return publish(self.store, prepared.build_id)
+
+        diff = await trio.to_thread.run_sync(switch)
+        record.build_s = time.perf_counter() - started
+        record.build, record.previous = diff.new, diff.old
+        record.commit = self.store.info(diff.new).commit
+        record.added, record.changed, record.removed = len(diff.added), len(diff.changed), len(diff.removed)
+        if diff.old == diff.new or not diff.paths:
+            record.status = "unchanged"
+            return None
+        return diff
+
+    async def _build(self, record: PublishRecord, started: float, *, as_of: str | None = None) -> BuildDiff | None:
         """Build and switch in a child process; the diff when something changed."""
-        command = [self.python, "-m", "pipeline.cli", "--site", str(self.site), "publish", "--json"]
+        command = [self.python, "-m", "pipeline.cli", "--site", str(self.site), "publish", "--json", "--no-purge"]
+        if as_of is not None:
+            command += ["--as-of", as_of]
         with trio.fail_after(BUILD_TIMEOUT_S):
             result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False,
                                             env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
@@ -198,3 +247,17 @@ def read_records(store: Store, limit: int = 20) -> list[dict[str, Any]]:
             break
     return out
 
+
+
+def next_change(store: Store) -> str | None:
+    """When the live build stops being what the site looks like (an entry's publishAt or
+    unpublishAt), from its build.json; None when nothing is scheduled."""
+    live = store.live()
+    if live is None:
+        return None
+    try:
+        info = json.loads((store.build_dir(live) / "build.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    until = info.get("stable_until")
+    return str(until) if until else None

@@ -14,18 +14,21 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from pipeline.edges import Edge
-from pipeline.publisher import Publisher
+from pipeline import dates
+from pipeline.edges import Edge, write_session
+from pipeline.publisher import Prepared, Publisher, next_change
 from pipeline.store import Store
 from pipeline.watch import changes, git_dir
 
 EDGE_START_S = 20.0
+PREPARE_MIN_S = 1.0  # a flip closer than this is built at its instant instead of ahead
 STOP_S = 15.0
 
 
@@ -66,6 +69,7 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
         if edge:
             process, edge_url = await _start_edge(host, port, origin_url, token)
             publisher.edges = [Edge(edge_url, token)]
+            session = write_session(store, publisher.edges[0])  # `flowcms publish` elsewhere purges it too
             assert process.stderr is not None
             nursery.start_soon(_forward, process.stderr)
         say(f"site:   [bold]{edge_url or origin_url}/[/]" + ("   (edgeproxy → origin)" if edge_url else ""))
@@ -73,6 +77,7 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
             say(f"origin: {origin_url}/")
         say(f"admin token for this session: {token}")
         say("        (Authorization: Bearer …) for POST /api/v3/publish and POST /.edge/purge")
+        nursery.start_soon(_schedule, publisher, store, say)
         if watch:
             what = f"branch {branch} of {site}" if git_dir(site) else f"the files of {site}"
             say(f"watching {what}: every change is published. Ctrl-C stops.")
@@ -85,6 +90,7 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
         finally:
             with trio.CancelScope(shield=True):
                 if process is not None:
+                    session.unlink(missing_ok=True)
                     await _stop(process)
             nursery.cancel_scope.cancel()
 
@@ -92,6 +98,26 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
 async def _watch(site: Path, branch: str, publisher: Publisher, say: Callable[[str], Any]) -> None:
     async for state in changes(site, branch):
         record = await publisher.publish(f"watch {state[:12]}")
+        say(record.summary())
+
+
+async def _schedule(publisher: Publisher, store: Store, say: Callable[[str], Any]) -> None:
+    """Entries go live (publishAt) or leave (unpublishAt) at their second: the build for that
+    instant is prepared as soon as it is known, and at the instant only switched and purged."""
+    while True:
+        published = publisher.published
+        until = await trio.to_thread.run_sync(next_change, store)
+        if until is None:
+            await published.wait()
+            continue
+        at = dates.to_utc(until).timestamp()
+        prepared = None
+        if at - time.time() > PREPARE_MIN_S:
+            prepared = await publisher.prepare(until)
+        with trio.move_on_after(max(0.0, at - time.time())):
+            await published.wait()
+            continue  # something else published meanwhile: the schedule may have changed
+        record = await publisher.publish_prepared(prepared or Prepared("", None, until), f"schedule {until}")
         say(record.summary())
 
 

@@ -46,16 +46,22 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+def up_options() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, up_options: list[str]) -> AsyncIterator[Stack]:
     site = make_site(tmp_path / "site")
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pipeline.cli", "--site", str(site), "up", "--port", "0", "--origin-port", "0"],
+        [sys.executable, "-m", "pipeline.cli", "--site", str(site), "up", "--port", "0", "--origin-port", "0",
+         *up_options],
         cwd=ROOT, stdout=subprocess.PIPE, env={"NO_COLOR": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     output = b""
     try:
         with trio.fail_after(BOUND_S):
             assert process.stdout is not None
-            while b"watching" not in output:
+            while b"stops." not in output:
                 chunk = await process.stdout.receive_some(4096)
                 assert chunk, f"flowcms up exited early: {output!r}"
                 output += chunk
@@ -171,3 +177,62 @@ def test_purge_set_is_exact_paths_plus_api_keys() -> None:
     assert purges.batches(2) == [{"paths": ["/blog/new/", "/blog/x/"]}, {"paths": ["/feed.xml"]},
                                  {"keys": ["api:author:ada", "api:authors"]}, {"keys": ["api:cnt_1", "api:contents"]},
                                  {"keys": ["api:tag:news", "api:tags"]}, {"keys": ["api:type:blog"]}]
+
+
+async def test_a_scheduled_entry_goes_live_at_its_second(stack: Stack) -> None:
+    import datetime as dt
+
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=4)
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = (f"---\ntitle: Later\nstatus: published\nauthor: ada\npublishAt: {stamp}\n"
+             "publishedAt: 2026-01-05T00:00:00Z\n---\nNot yet.\n")
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            count = len(stack.records())
+            write_files(stack.site, {"blog/later.md": entry})
+            git_commit(stack.site, "schedule later")
+            committed = await stack.next_record(count)  # the commit itself: nothing visible yet
+            early = await client.get("/blog/later/")
+            flip = await stack.next_record(count + 1)
+            late = await client.get("/blog/later/")
+    assert committed["status"] in ("live everywhere", "unchanged")
+    assert early.status_code == 404
+    assert str(flip["trigger"]).startswith("schedule")
+    assert flip["status"] == "live everywhere"
+    assert flip["seen"] >= at.timestamp() - 0.05  # type: ignore[operator]  # not before its second
+    assert flip["seen"] < at.timestamp() + 1.0  # type: ignore[operator]
+    assert late.status_code == 200
+    assert "Not yet." in late.text
+
+
+async def cli(site: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process([sys.executable, "-m", "pipeline.cli", "--site", str(site), *args],
+                                  capture_stdout=True, capture_stderr=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("up_options", [["--no-watch"]])
+async def test_git_hook_publishes_and_rollback_purges_the_reverse_diff(stack: Stack) -> None:
+    """Without the watcher: the post-commit hook publishes, and that publish (another process)
+    purges the running stack's edge; a rollback brings the old page back with its old ETag."""
+    installed = await cli(stack.site, "hook", "install")
+    assert b"post-commit" in installed.stdout
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            before = await client.get("/blog/second-post/")
+            await client.get("/blog/second-post/")  # cached now
+            live = (stack.site / ".flowcms" / "LIVE").read_text()
+            write_files(stack.site, {"blog/second.md": TINY_SITE["blog/second.md"] + "\nHooked.\n"})
+            subprocess_commit = await trio.run_process(["git", "commit", "-qam", "via git"], cwd=stack.site)
+            assert subprocess_commit.returncode == 0
+            while (stack.site / ".flowcms" / "LIVE").read_text() == live:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            while "Hooked." not in (after := await client.get("/blog/second-post/")).text:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # the hook's publish runs in the background
+            rolled = await cli(stack.site, "rollback")
+            back = await client.get("/blog/second-post/")
+    assert after.headers["etag"] != before.headers["etag"]
+    assert b"purged at http://" in rolled.stdout, rolled.stdout + rolled.stderr
+    assert back.headers["etag"] == before.headers["etag"]  # the old page, with its old ETag
+    assert "Hooked." not in back.text
+    removed = await cli(stack.site, "hook", "uninstall")
+    assert b"removed" in removed.stdout
