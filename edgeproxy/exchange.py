@@ -228,9 +228,11 @@ class Exchange:
         if (method != b"GET" and method != b"HEAD") or target.startswith(b"/.edge/"):
             return None
         host = host.lower() if host else None
-        entry = self.cache.lookup(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
+        entry = self.cache.peek(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
         hit = self.fresh_hit(method, headers, entry)
         if hit is not None:
+            assert entry is not None
+            self.cache.record_hit(entry)  # counted here only when answered: handle() counts the rest
             self.counters.requests += 1
         return hit
 
@@ -312,6 +314,9 @@ class Exchange:
                                      collapsed=collapsed)
         if filled.obj is not None:
             return self.from_cache(filled.obj, headers, policy.current_age(filled.obj.stored, time.time()), status)
+        not_modified = _not_modified_reply(headers, response, status)
+        if not_modified is not None:
+            return not_modified  # the fill dropped the client's precondition; answer it here
         return _origin_reply(method, response, status)
 
     async def _fill(self, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes) -> Filled:
@@ -548,6 +553,24 @@ def _origin_reply(method: bytes, response: UpstreamResponse, cache_status: bytes
     elif has_body(response.status):
         fields.append((b"content-length", b"%d" % len(response.body)))
     return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)])
+
+
+def _not_modified_reply(headers: list[tuple[bytes, bytes]], response: UpstreamResponse,
+                        cache_status: bytes) -> Reply | None:
+    """A 304 for a client precondition that matches an answer the cache did not store.
+
+    Cache-filling fetches drop the client's preconditions (so the origin sends a storable
+    full response); when that response is not stored after all (no room, ``no-store``), the
+    precondition still deserves its answer (RFC 9110 §13.2.2).
+    """
+    if response.status != 200 or response.rest is not None or not any(n in CONDITIONAL_FIELDS for n, _ in headers):
+        return None
+    now = time.time()
+    stored = policy.make_stored(b"GET", [], response.status, response.headers, now, now)
+    if not policy.not_modified(headers, stored):
+        return None
+    fields = [(n, v) for n, v in client_fields(response.headers) if n not in _CONTENT_FIELDS]
+    return Reply(304, fields, b"", extra=[(b"cache-status", cache_status)])
 
 
 def _refresh_key(key: bytes, obj: CachedObject) -> bytes:

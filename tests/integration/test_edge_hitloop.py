@@ -117,3 +117,32 @@ async def test_bad_request_after_parking_gets_400(origin: OriginStub, edge: Edge
         while chunk := await stream.receive_some(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 400")
+
+
+async def test_a_miss_is_counted_once_whichever_path_looked_first(origin: OriginStub, edge: Edge,
+                                                                  clients: list[H1Client]) -> None:
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    origin.route("/other", Answer(headers=((b"cache-control", b"no-store"),), body=b"O"))
+    with trio.fail_after(BOUND_S):
+        client, _ = await parked_client(edge.port, clients)  # /hit: a miss, then stored
+        assert (await client.request("GET", "/other")).body == b"O"  # the hit loop looks, then the task
+        stats = (await client.request("GET", "/.edge/stats")).json()
+    assert (stats["cache"]["misses"], stats["cache"]["hits"]) == (2, 0)
+
+
+async def test_a_precondition_is_answered_when_the_answer_is_not_stored(nursery: trio.Nursery,
+                                                                        origin: OriginStub) -> None:
+    """cache_bytes=0 stores nothing; If-None-Match must still get its 304 (not the full body)."""
+    origin.route("/e", Answer(headers=CACHED, body=b"E" * 100))
+    edge = await start_edge(nursery, ProxyConfig(origin_port=origin.port, cache_bytes=0))
+    client = await H1Client.connect(edge.port)
+    try:
+        with trio.fail_after(BOUND_S):
+            full = await client.request("GET", "/e")
+            conditional = await client.request("GET", "/e", [("if-none-match", '"v1"')])
+            other = await client.request("GET", "/e", [("if-none-match", '"v0"')])
+    finally:
+        await client.aclose()
+    assert (full.status, conditional.status, other.status) == (200, 304, 200)
+    assert conditional.body == b""
+    assert conditional.header(b"etag") == b'"v1"'
