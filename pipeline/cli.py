@@ -200,6 +200,8 @@ def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, 
     except PipelineError as exc:
         fail(str(exc))
     acks = [] if no_purge or diff.old == diff.new else purge_edges(site, diff, soft=not hard)
+    if not no_purge and diff.old != diff.new:
+        write_events(site, diff, rollback=False)
     if as_json:
         info = {"id": result.build_id, "rendered": result.rendered, "reused": result.reused,
                 "seconds": result.seconds, "commit": site.store.info(result.build_id).commit}
@@ -228,6 +230,22 @@ def rollback_cmd(site: Site, build_id: str | None) -> None:
     print_diff(diff)
     out.print(f"[green]live:[/] {diff.new}")
     print_acks(purge_edges(site, diff, soft=True))
+    write_events(site, diff, rollback=True)
+
+
+def write_events(site: Site, diff: BuildDiff, *, rollback: bool) -> None:
+    """Webhook events into the durable outbox (delivered by `flowcms up`'s dispatcher)."""
+    from pipeline.webhooks import Outbox, publish_events
+
+    outbox = Outbox(site.store.root)
+    if not outbox.endpoints():
+        return
+    old = site.store.manifest(diff.old) if diff.old else {}
+    summary = {"from": diff.old, "to": diff.new, "added": len(diff.added), "changed": len(diff.changed),
+               "removed": len(diff.removed)}
+    for event, data in publish_events(old, site.store.manifest(diff.new), diff.added, diff.removed, summary,
+                                      rollback=rollback):
+        outbox.enqueue(event, data)
 
 
 def purge_edges(site: Site, diff: BuildDiff, *, soft: bool) -> list[dict[str, object]]:
@@ -379,6 +397,83 @@ def _hook_command(site: Site) -> str:
     log = site.store.root / "hook.log"
     return (f"nohup '{sys.executable}' -m pipeline.cli --site '{site.path}' publish >> '{log}' 2>&1 "
             "< /dev/null &")
+
+
+@main.group("webhooks")
+def webhooks_group() -> None:
+    """Webhook endpoints (Standard Webhooks signatures), their deliveries and retries."""
+
+
+@webhooks_group.command("add")
+@click.argument("url")
+@click.option("--events", default=",".join(("content.published", "content.unpublished", "build.failed",
+                                           "publish.completed", "rollback")), show_default=True,
+              help="Comma-separated events to send.")
+@pass_site
+def webhooks_add(site: Site, url: str, events: str) -> None:
+    """Add an endpoint; prints its signing secret (shown once)."""
+    from pipeline.webhooks import Outbox, WebhookError
+
+    try:
+        endpoint = Outbox(site.store.root).add_endpoint(url, [e.strip() for e in events.split(",") if e.strip()])
+    except WebhookError as exc:
+        fail(str(exc))
+    out.print(f"added {endpoint.id} → {endpoint.url} ({', '.join(endpoint.events)})")
+    out.print(f"signing secret (keep it; verify webhook-signature with it): {endpoint.secret}")
+
+
+@webhooks_group.command("list")
+@pass_site
+def webhooks_list(site: Site) -> None:
+    """The endpoints and their events."""
+    from pipeline.webhooks import Outbox
+
+    for endpoint in Outbox(site.store.root).endpoints():
+        out.print(f"{endpoint.id}  {endpoint.url}  {', '.join(endpoint.events)}", markup=False)
+
+
+@webhooks_group.command("remove")
+@click.argument("endpoint_id")
+@pass_site
+def webhooks_remove(site: Site, endpoint_id: str) -> None:
+    from pipeline.webhooks import Outbox, WebhookError
+
+    try:
+        Outbox(site.store.root).remove_endpoint(endpoint_id)
+    except WebhookError as exc:
+        fail(str(exc))
+    out.print(f"removed {endpoint_id}")
+
+
+@webhooks_group.command("log")
+@click.option("--limit", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_site
+def webhooks_log(site: Site, limit: int, as_json: bool) -> None:
+    """Recent deliveries, newest first: event, endpoint, status, attempts, last result."""
+    from pipeline.webhooks import Outbox
+
+    rows = Outbox(site.store.root).log(limit)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    for r in rows:
+        out.print(f"{r['id']}  {r['event']:<20} {r['status']:<9} attempts {r['attempts']}  "
+                  f"{r['last_result'] or '-'}  {r['url']}", markup=False)
+
+
+@webhooks_group.command("redeliver")
+@click.argument("delivery_id")
+@pass_site
+def webhooks_redeliver(site: Site, delivery_id: str) -> None:
+    """Send a delivery again (its attempts start over)."""
+    from pipeline.webhooks import Outbox, WebhookError
+
+    try:
+        Outbox(site.store.root).redeliver(delivery_id)
+    except WebhookError as exc:
+        fail(str(exc))
+    out.print(f"{delivery_id} queued again (sent by the dispatcher of `flowcms up`)")
 
 
 @main.command("gc")

@@ -30,6 +30,7 @@ from pipeline.edges import Edge, first_fresh, purge_all
 from pipeline.origin.conditional import etag_for
 from pipeline.publish import BuildDiff, publish, purge_set
 from pipeline.store import Store
+from pipeline.webhooks import Dispatcher, Outbox, publish_events
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class Publisher:
         self._prefix = os.urandom(3).hex()
         self.last: PublishRecord | None = None
         self.published = trio.Event()  # set (and replaced) after every publish: schedules recompute
+        self.outbox: Outbox | None = None  # webhooks: events are written here, then dispatched
+        self.dispatcher: Dispatcher | None = None
 
     async def publish(self, trigger: str) -> PublishRecord:
         """Publish now, or join the publish that is waiting to start; returns its record."""
@@ -155,12 +158,35 @@ class Publisher:
         except Exception as exc:  # a publish never takes the loop down; the record says why
             log.exception("publish %s failed", record.id)
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            diff = None
         self._save(record)
+        await self._events(record, diff)
         self.last = record
         published, self.published = self.published, trio.Event()
         published.set()
         log.info("%s", record.summary())
         return record
+
+    async def _events(self, record: PublishRecord, diff: BuildDiff | None) -> None:
+        outbox = self.outbox
+        if outbox is None:
+            return
+        summary = record.to_json()
+
+        def write() -> None:
+            if record.status == "failed":
+                outbox.enqueue("build.failed", {"publish": record.id, "trigger": record.trigger,
+                                                "error": record.error})
+                return
+            if diff is None:
+                return  # nothing changed: no event
+            old = self.store.manifest(diff.old) if diff.old else {}
+            for event, data in publish_events(old, self.store.manifest(diff.new), diff.added, diff.removed, summary):
+                outbox.enqueue(event, data)
+
+        await trio.to_thread.run_sync(write)
+        if self.dispatcher is not None:
+            self.dispatcher.nudge()
 
     async def _switch(self, record: PublishRecord, prepared: Prepared, started: float) -> BuildDiff | None:
         def switch() -> BuildDiff:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import signal
@@ -26,6 +27,7 @@ from pipeline.edges import Edge, write_session
 from pipeline.publisher import Prepared, Publisher, next_change
 from pipeline.store import Store
 from pipeline.watch import changes, git_dir
+from pipeline.webhooks import BACKOFF_BASE_S, Dispatcher, Outbox
 
 EDGE_START_S = 20.0
 PREPARE_MIN_S = 1.0  # a flip closer than this is built at its instant instead of ahead
@@ -47,6 +49,8 @@ async def run_stack(site: Path, store: Store, *, branch: str, host: str, port: i
 
 async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int, edge: bool,
                watch: bool, say: Callable[[str], Any], token: str, signals: Any) -> None:
+    # FLOWCMS_WEBHOOK_BACKOFF_S: the first retry's delay (tests and demos use a short one)
+    webhook_backoff = float(os.environ.get("FLOWCMS_WEBHOOK_BACKOFF_S", BACKOFF_BASE_S))
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -58,6 +62,9 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
         config.accesslog = None
         config.errorlog = "-"
         publisher = Publisher(site, store, [])
+        publisher.outbox = Outbox(store.root)
+        publisher.dispatcher = Dispatcher(publisher.outbox, backoff_base=webhook_backoff)
+        nursery.start_soon(publisher.dispatcher.run)
         app = create_app(store, publisher=publisher, admin_token=token)
         try:
             urls = await nursery.start(serve, app, config)

@@ -236,3 +236,30 @@ async def test_git_hook_publishes_and_rollback_purges_the_reverse_diff(stack: St
     assert "Hooked." not in back.text
     removed = await cli(stack.site, "hook", "uninstall")
     assert b"removed" in removed.stdout
+
+
+async def test_webhooks_fire_for_a_publish_and_a_failed_build(stack: Stack) -> None:
+    from test_webhooks import start_receiver, verify
+
+    from pipeline.webhooks import Outbox
+
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, [])
+        endpoint = Outbox(stack.site / ".flowcms").add_endpoint(receiver.url)
+        with trio.fail_after(BOUND_S):
+            count = len(stack.records())
+            write_files(stack.site, {"blog/fourth.md": "---\ntitle: Fourth\nstatus: published\nauthor: bob\n"
+                                                        "publishedAt: 2026-04-01T00:00:00Z\n---\nNew.\n"})
+            git_commit(stack.site, "add fourth")
+            await stack.next_record(count)
+            write_files(stack.site, {"blog/fourth.md": "---\ntitle: [broken\n---\n"})
+            git_commit(stack.site, "break fourth")
+            await stack.next_record(count + 1)
+            while len(receiver.seen) < 3:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    events = [json.loads(body) for _, body in receiver.seen]
+    assert [e["type"] for e in events] == ["content.published", "publish.completed", "build.failed"]
+    assert events[0]["data"]["url"] == "/blog/fourth/"
+    assert "blog/fourth.md" in events[2]["data"]["error"]
+    assert all(verify(endpoint.secret, h, b) for h, b in receiver.seen)
