@@ -107,6 +107,7 @@ class Publisher:
         self._prefix = os.urandom(3).hex()
         self.last: PublishRecord | None = None
         self.published = trio.Event()  # set (and replaced) after every publish: schedules recompute
+        self.counts: dict[str, int] = {}  # publishes by status (the origin's /metrics)
         self.outbox: Outbox | None = None  # webhooks: events are written here, then dispatched
         self.dispatcher: Dispatcher | None = None
 
@@ -160,6 +161,8 @@ class Publisher:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             diff = None
         self._save(record)
+        status = "partial" if record.status.startswith("partial") else record.status
+        self.counts[status] = self.counts.get(status, 0) + 1
         await self._events(record, diff)
         self.last = record
         published, self.published = self.published, trio.Event()

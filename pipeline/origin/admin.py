@@ -56,6 +56,12 @@ def register(app: QuartTrio, publisher: Publisher, token: str) -> None:
         return Response(json.dumps(body), status=202,
                         headers={**NO_STORE, "Location": f"/api/v3/publish/{ident}"})
 
+    @app.route("/metrics", methods=["GET"])
+    async def metrics() -> Response:
+        """Prometheus text: publishes by status and the last publish's latencies."""
+        return Response(format_metrics(publisher), headers={"Content-Type": "text/plain; version=0.0.4",
+                                                            "Cache-Control": "no-store"})
+
     @app.route("/api/v3/publish/<ident>", methods=["GET"])
     async def publish_status(ident: str) -> Response:
         refusal = denied()
@@ -67,3 +73,25 @@ def register(app: QuartTrio, publisher: Publisher, token: str) -> None:
         attributes = {"status": "running"} if record is None else record.to_json()
         return Response(json.dumps({"data": {"type": "publishes", "id": ident, "attributes": attributes}}),
                         headers=NO_STORE)
+
+
+def format_metrics(publisher: Publisher) -> str:
+    lines = ["# HELP flowcms_publishes_total Publishes since start, by status",
+             "# TYPE flowcms_publishes_total counter"]
+    for status, count in sorted(publisher.counts.items()):
+        lines.append(f'flowcms_publishes_total{{status="{status}"}} {count}')
+    last = publisher.last
+    for name, attribute, text in (
+        ("build", "build_s", "trigger to build done and pointer switched"),
+        ("purge", "purge_s", "pointer switched to every edge acknowledging the purge"),
+        ("first_fresh", "fresh_s", "trigger to the first fresh 200 through the edge"),
+    ):
+        value = getattr(last, attribute, None) if last is not None else None
+        lines += [f"# HELP flowcms_last_publish_{name}_seconds Last publish: {text}",
+                  f"# TYPE flowcms_last_publish_{name}_seconds gauge"]
+        if value is not None:
+            lines.append(f"flowcms_last_publish_{name}_seconds {value:.6f}")
+    if last is not None:
+        lines += ["# TYPE flowcms_last_publish_timestamp_seconds gauge",
+                  f"flowcms_last_publish_timestamp_seconds {last.seen:.3f}"]
+    return "\n".join(lines) + "\n"

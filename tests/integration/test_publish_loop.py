@@ -147,7 +147,9 @@ async def test_publish_api_needs_the_admin_token(stack: Stack) -> None:
                 if status.json()["data"]["attributes"]["status"] != "running":
                     break
                 await trio.sleep(0.05)
+        metrics = await client.get("/metrics")
     assert (anonymous.status_code, wrong.status_code, started.status_code) == (401, 403, 202)
+    assert 'flowcms_publishes_total{status="unchanged"} 1' in metrics.text.splitlines()
     assert anonymous.json()["errors"][0]["code"] == "UNAUTHENTICATED"
     assert status.json()["data"]["attributes"]["status"] == "unchanged"
 
