@@ -28,7 +28,7 @@ import trio
 
 from pipeline.edges import Edge, first_fresh, purge_all
 from pipeline.origin.conditional import etag_for
-from pipeline.publish import BuildDiff, publish, purge_set
+from pipeline.publish import BuildDiff, publish, purge_set, rollback
 from pipeline.store import Store
 from pipeline.webhooks import Dispatcher, Outbox, publish_events
 
@@ -139,18 +139,26 @@ class Publisher:
             return None
         return Prepared(json.loads(result.stdout)["id"], base, as_of)
 
+    async def rollback(self, target: str | None, trigger: str = "rollback") -> PublishRecord:
+        """Move the pointer back (to ``target`` or the build live before) and purge the reverse diff."""
+        async with self._lock:
+            return await self._run(trigger, rollback_to=target or "")
+
     async def publish_prepared(self, prepared: Prepared, trigger: str) -> PublishRecord:
         """At its instant: switch to the prepared build (as fast as a manual publish), or, when
         the live build moved since it was prepared, build and publish as of that instant."""
         async with self._lock:
             return await self._run(trigger, prepared=prepared)
 
-    async def _run(self, trigger: str, *, prepared: Prepared | None = None) -> PublishRecord:
+    async def _run(self, trigger: str, *, prepared: Prepared | None = None,
+                   rollback_to: str | None = None) -> PublishRecord:
         seen = time.time()
         started = time.perf_counter()
         record = PublishRecord(id=f"pub_{self._prefix}{next(self._ids):04d}", trigger=trigger, seen=seen)
         try:
-            if prepared is not None and self.store.live() == prepared.base and prepared.build_id:
+            if rollback_to is not None:
+                diff = await self._switch(record, None, started, rollback_to=rollback_to)
+            elif prepared is not None and self.store.live() == prepared.base and prepared.build_id:
                 diff = await self._switch(record, prepared, started)
             else:
                 diff = await self._build(record, started, as_of=prepared.as_of if prepared else None)
@@ -163,14 +171,14 @@ class Publisher:
         self._save(record)
         status = "partial" if record.status.startswith("partial") else record.status
         self.counts[status] = self.counts.get(status, 0) + 1
-        await self._events(record, diff)
+        await self._events(record, diff, rollback=rollback_to is not None)
         self.last = record
         published, self.published = self.published, trio.Event()
         published.set()
         log.info("%s", record.summary())
         return record
 
-    async def _events(self, record: PublishRecord, diff: BuildDiff | None) -> None:
+    async def _events(self, record: PublishRecord, diff: BuildDiff | None, *, rollback: bool = False) -> None:
         outbox = self.outbox
         if outbox is None:
             return
@@ -178,22 +186,28 @@ class Publisher:
 
         def write() -> None:
             if record.status == "failed":
+                if rollback:
+                    return  # nothing was built: a refused rollback is not a failed build
                 outbox.enqueue("build.failed", {"publish": record.id, "trigger": record.trigger,
                                                 "error": record.error})
                 return
             if diff is None:
                 return  # nothing changed: no event
             old = self.store.manifest(diff.old) if diff.old else {}
-            for event, data in publish_events(old, self.store.manifest(diff.new), diff.added, diff.removed, summary):
+            for event, data in publish_events(old, self.store.manifest(diff.new), diff.added, diff.removed, summary,
+                                              rollback=rollback):
                 outbox.enqueue(event, data)
 
         await trio.to_thread.run_sync(write)
         if self.dispatcher is not None:
             self.dispatcher.nudge()
 
-    async def _switch(self, record: PublishRecord, prepared: Prepared, started: float) -> BuildDiff | None:
+    async def _switch(self, record: PublishRecord, prepared: Prepared | None, started: float, *,
+                      rollback_to: str | None = None) -> BuildDiff | None:
         def switch() -> BuildDiff:
             with self.store.lock():
+                if prepared is None:
+                    return rollback(self.store, rollback_to or None)
                 return publish(self.store, prepared.build_id)
 
         diff = await trio.to_thread.run_sync(switch)

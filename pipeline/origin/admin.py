@@ -56,6 +56,20 @@ def register(app: QuartTrio, publisher: Publisher, token: str) -> None:
         return Response(json.dumps(body), status=202,
                         headers={**NO_STORE, "Location": f"/api/v3/publish/{ident}"})
 
+    @app.route("/api/v3/rollback", methods=["POST"])
+    async def rollback() -> Response:
+        """Synchronous (a rollback builds nothing): 200 with the record, 409 when impossible."""
+        refusal = denied()
+        if refusal is not None:
+            return refusal
+        body = await request.get_json(force=True, silent=True) or {}
+        target = body.get("build") if isinstance(body, dict) else None
+        record = await publisher.rollback(str(target) if target else None, "api rollback")
+        if record.status == "failed":
+            return _error(409, "CONFLICT", record.error or "cannot roll back")
+        return Response(json.dumps({"data": {"type": "publishes", "id": record.id, "attributes": record.to_json()}}),
+                        headers=NO_STORE)
+
     @app.route("/metrics", methods=["GET"])
     async def metrics() -> Response:
         """Prometheus text: publishes by status and the last publish's latencies."""

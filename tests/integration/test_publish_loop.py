@@ -148,7 +148,10 @@ async def test_publish_api_needs_the_admin_token(stack: Stack) -> None:
                     break
                 await trio.sleep(0.05)
         metrics = await client.get("/metrics")
+        rolled_nothing = await client.post("/api/v3/rollback", headers={"Authorization": f"Bearer {stack.token}"})
     assert (anonymous.status_code, wrong.status_code, started.status_code) == (401, 403, 202)
+    nothing_before = rolled_nothing.json()["errors"][0]
+    assert (rolled_nothing.status_code, nothing_before["code"]) == (409, "CONFLICT")
     assert 'flowcms_publishes_total{status="unchanged"} 1' in metrics.text.splitlines()
     assert anonymous.json()["errors"][0]["code"] == "UNAUTHENTICATED"
     assert status.json()["data"]["attributes"]["status"] == "unchanged"
@@ -265,3 +268,20 @@ async def test_webhooks_fire_for_a_publish_and_a_failed_build(stack: Stack) -> N
     assert events[0]["data"]["url"] == "/blog/fourth/"
     assert "blog/fourth.md" in events[2]["data"]["error"]
     assert all(verify(endpoint.secret, h, b) for h, b in receiver.seen)
+
+
+async def test_rollback_api_brings_back_the_old_page(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            before = await client.get("/blog/first-post/")
+            count = len(stack.records())
+            write_files(stack.site, {"blog/first.md": TINY_SITE["blog/first.md"] + "\nNewer.\n"})
+            git_commit(stack.site, "newer")
+            await stack.next_record(count)
+            newer = await client.get("/blog/first-post/")
+            rolled = await client.post("/api/v3/rollback", headers={"Authorization": f"Bearer {stack.token}"})
+            back = await client.get("/blog/first-post/")
+    assert "Newer." in newer.text
+    assert rolled.status_code == 200
+    assert rolled.json()["data"]["attributes"]["status"] == "live everywhere"
+    assert back.headers["etag"] == before.headers["etag"]
