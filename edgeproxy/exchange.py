@@ -81,6 +81,16 @@ class CachedObject:
     body: bytes
     head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
     h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
+    not_modified: Reply | None = None  # the 304 for a matching precondition, prepared once
+
+    def reply_304(self, extra: list[tuple[bytes, bytes]]) -> Reply:
+        """RFC 9110 §15.4.5: the validators and caching fields, no content fields."""
+        prepared = self.not_modified
+        if prepared is None:
+            fields = [(n, v) for n, v in self.fields if n not in _CONTENT_FIELDS]
+            prepared = self.not_modified = Reply(304, fields, b"", head=format_head_prefix(304, fields),
+                                                 h2=encode_block(304, fields))
+        return Reply(304, prepared.fields, b"", extra=extra, head=prepared.head, h2=prepared.h2)
 
     def h1_head(self) -> bytes:
         if not self.head:
@@ -274,7 +284,7 @@ class Exchange:
                    cache_status: bytes) -> Reply:
         extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
         if policy.not_modified(headers, obj.stored):
-            return Reply(304, [(n, v) for n, v in obj.fields if n not in _CONTENT_FIELDS], b"", extra=extra)
+            return obj.reply_304(extra)
         return Reply(obj.status, obj.fields, obj.body, extra=extra, head=obj.h1_head(), h2=obj.h2_block())
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
