@@ -537,6 +537,7 @@ def build_site(
         "entries": len(all_records), "live_entries": len(live),
         "source_fp": source_fp, "stable_until": stable_until(all_records, as_of),
         "templates_fp": templates_fp, "template_fps": template_fps,
+        "feeds": site.config.feeds_json(),  # the origin's Flowbox feed definitions (pipeline/origin/feed.py)
     }
     (staging / "build.json").write_bytes(canonical_json(info))
     store.write_state(staging, manifest, {

@@ -6,6 +6,7 @@ built commit, so configuration is versioned with the content).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,12 +16,35 @@ from pipeline.errors import ConfigError
 
 DEFAULT_PAGE_SIZE = 10
 FEED_SIZE = 20  # Atom feeds carry the latest 20 entries, as Hugo's default RSS limit.
+#: A flowKey is one URL path segment (``/public/feed/<flowKey>``): no escaping ever needed.
+FLOW_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_FEED_SELECTORS = ("contentType", "tag", "author")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NavLink:
     title: str
     url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedSpec:
+    """One Flowbox feed (``[feeds.<flowKey>]``): the live entries it selects, newest first.
+
+    The selectors combine with AND; a feed without any selector lists every live entry.
+    """
+
+    key: str
+    title: str
+    content_type: str | None = None
+    tag: str | None = None
+    author: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        """The table as written in flowcms.toml (parse_feeds reads it back)."""
+        data = {"title": self.title, "contentType": self.content_type, "tag": self.tag,
+                "author": self.author}
+        return {name: value for name, value in data.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +57,12 @@ class SiteConfig:
     home_types: tuple[str, ...] | None = None
     nav: tuple[NavLink, ...] = field(default_factory=tuple)
     branch: str = "main"
+    #: Flowbox feeds by flowKey. Not part of any page's fingerprint: only the origin reads them.
+    feeds: Mapping[str, FeedSpec] = field(default_factory=dict)
+
+    def feeds_json(self) -> dict[str, dict[str, str]]:
+        """The feed definitions as plain JSON data (build.json carries them to the origin)."""
+        return {key: spec.to_json() for key, spec in sorted(self.feeds.items())}
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What every rendered page may read from the config (its dependency)."""
@@ -56,7 +86,7 @@ def parse_config_text(text: str, *, path: str = "flowcms.toml") -> SiteConfig:
 
 
 def parse_config(data: Mapping[str, Any], *, path: str = "flowcms.toml") -> SiteConfig:
-    unknown = set(data) - {"site", "build"}
+    unknown = set(data) - {"site", "build", "feeds"}
     if unknown:
         raise ConfigError(f"unknown section [{sorted(unknown)[0]}]", path=path)
     site = data.get("site", {})
@@ -107,4 +137,39 @@ def parse_config(data: Mapping[str, Any], *, path: str = "flowcms.toml") -> Site
         home_types=tuple(home_types) if home_types else None,
         nav=tuple(nav),
         branch=branch,
+        feeds=parse_feeds(data.get("feeds", {}), path=path),
     )
+
+
+def parse_feeds(data: object, *, path: str = "flowcms.toml") -> dict[str, FeedSpec]:
+    """``[feeds.<flowKey>]`` tables → FeedSpec by flowKey; ConfigError names the bad value.
+
+    Also reads the same mapping back from a build's build.json (``SiteConfig.feeds_json``).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("[feeds] must be a table of [feeds.<flowKey>] tables", path=path)
+    feeds: dict[str, FeedSpec] = {}
+    for key, table in data.items():
+        if not isinstance(key, str) or not FLOW_KEY_RE.fullmatch(key):
+            raise ConfigError(
+                f"feed key {key!r} must be 1-64 letters, digits, '-' or '_', starting with a "
+                "letter or digit", path=path)
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"feeds.{key} must be a table", path=path)
+        for name in table:
+            if name != "title" and name not in _FEED_SELECTORS:
+                raise ConfigError(
+                    f"unknown key feeds.{key}.{name} (a feed has title, contentType, tag, author)",
+                    path=path)
+        title = table.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise ConfigError(f"feeds.{key}.title must be a non-empty string", path=path)
+        selectors: dict[str, str | None] = {}
+        for name in _FEED_SELECTORS:
+            value = table.get(name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"feeds.{key}.{name} must be a non-empty string", path=path)
+            selectors[name] = value
+        feeds[key] = FeedSpec(key=key, title=title, content_type=selectors["contentType"],
+                              tag=selectors["tag"], author=selectors["author"])
+    return feeds
