@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgeproxy.errors import ConfigError
+from edgeproxy.gateway import GatewayConfig
+from edgeproxy.gateway_config import parse_gateway
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024  # Varnish's default malloc storage is 100 MB..1 GB
 KEEPALIVE_TIMEOUT_S = 75.0  # nginx keepalive_timeout default
@@ -39,6 +41,13 @@ class ProxyConfig:
     read_timeout: float = READ_TIMEOUT_S
     grace: float = GRACE_S
     log_format: str = "json"  # json | text | off
+    gateway: GatewayConfig | None = None  # the [gateway] table (gateway_config.py); None: no API gateway
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gateway, Mapping):
+            # A worker gets its settings as dataclasses.asdict output (supervisor.py); the
+            # gateway's asdict form is again a valid [gateway] table.
+            object.__setattr__(self, "gateway", parse_gateway(self.gateway, source="worker settings"))
 
     @property
     def origin(self) -> str:
@@ -94,6 +103,8 @@ def apply(config: ProxyConfig, values: Mapping[str, Any], *, source: str) -> Pro
             changes["listen_host"], changes["listen_port"] = parse_address(str(value), what="listen")
         elif key == "origin":
             changes["origin_host"], changes["origin_port"] = parse_origin(str(value))
+        elif key == "gateway":
+            changes["gateway"] = parse_gateway(value, source=source, relative_to=source)
         elif key in known:
             if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
                 raise ConfigError(f"{source}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}, "
@@ -111,6 +122,10 @@ def _check(config: ProxyConfig, source: str) -> None:
         raise ConfigError(f"{source}: cache_bytes must be >= 0")
     if not 1 <= config.workers <= 64:
         raise ConfigError(f"{source}: workers must be between 1 and 64")
+    if config.workers > 1 and config.gateway is not None:
+        # Each worker would keep its own rate-limit buckets: N workers would admit N times a tier.
+        raise ConfigError(f"{source}: a [gateway] needs workers = 1 (rate limits are exact per process; "
+                          "sharing them across workers is not built yet)")
     if config.eviction not in ("s3fifo", "lru"):
         raise ConfigError(f"{source}: eviction must be s3fifo or lru")
     if config.log_format not in ("json", "text", "off"):

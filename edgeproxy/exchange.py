@@ -35,6 +35,17 @@ from edgeproxy.bus import WorkerBus
 from edgeproxy.cache import CacheStore, Entry
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import UpstreamError, UpstreamTimeout
+from edgeproxy.gateway import (
+    IDENTITY_PREFIX,
+    Allow,
+    Deny,
+    Gateway,
+    Identity,
+    Route,
+    check_body_size,
+    is_disguised,
+    max_body_bytes,
+)
 from edgeproxy.h2wire import encode_block
 from edgeproxy.headers import format_cache_status, get_header, vary_value
 from edgeproxy.http1 import format_head_prefix
@@ -157,6 +168,32 @@ def error_reply(status: int, code: str, message: str) -> Reply:
     return Reply(status, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
 
 
+# JSON:API titles of the gateway's denials (the origin's jsonapi.ERRORS says the same)
+_DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 413: "Payload too large",
+                  429: "Too many requests"}
+
+
+def denial_reply(deny: Deny, route: Route) -> Reply:
+    """A gateway denial in its API's own error style: GraphQL ``errors[].extensions`` on a GraphQL
+    route, JSON:API ``errors[]`` elsewhere (seed 001's codes); WWW-Authenticate, Retry-After and
+    X-RateLimit-* come with the denial."""
+    if route.graphql:
+        document: dict[str, Any] = {"data": None, "errors": [{"message": deny.message, "extensions": {
+            "code": deny.code, "statusCode": deny.status}}]}
+        media_type = b"application/json"
+    else:
+        document = {"errors": [{"status": str(deny.status), "code": deny.code,
+                                "title": _DENIAL_TITLES.get(deny.status, deny.code), "detail": deny.message}]}
+        media_type = b"application/vnd.api+json"
+    return Reply(deny.status, [(b"content-type", media_type), (b"cache-control", b"no-store"), *deny.headers],
+                 json.dumps(document).encode())
+
+
+def with_identity(headers: list[tuple[bytes, bytes]], identity: Identity) -> list[tuple[bytes, bytes]]:
+    """The request fields with every client-sent X-Flowcms-* replaced by the gateway's."""
+    return [(n, v) for n, v in headers if not n.startswith(IDENTITY_PREFIX)] + list(identity.fields)
+
+
 def has_body(status: int) -> bool:
     """May a response with this status carry content (RFC 9110 §6.4.1, §8.6)?"""
     return status >= 200 and status not in (204, 304)
@@ -184,17 +221,39 @@ class Exchange:
         self.counters = Counters()
         self.nursery = nursery  # background revalidations live here (server-owned)
         self.bus: WorkerBus | None = None  # set when this is one of several workers
+        # The API gateway (gateway.py) for requests under its routes; None costs one test per request.
+        self.gateway = Gateway(config.gateway) if config.gateway is not None else None
+        self.gateway_clock = time.time_ns  # the rate limiter's clock; tests may freeze it
 
     # -- entry point -------------------------------------------------------------
     async def handle(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
-                     body: bytes, host: bytes | None, *, rid: bytes) -> Reply:
-        """Answer one request; ``rid`` is the X-Request-ID the client will see and the origin gets."""
+                     body: bytes, host: bytes | None, *, rid: bytes, client: str | None = None) -> Reply:
+        """Answer one request; ``rid`` is the X-Request-ID the client will see and the origin gets,
+        ``client`` the peer's IP address (the gateway's per-IP bucket for anonymous requests).
+
+        Under a gateway route the gateway decides first (a denial is answered here), its
+        identity fields replace the client's X-Flowcms-* ones before the cache lookup (so a
+        ``Vary`` on them works), and its X-RateLimit-* fields join every answer, hits included.
+        A PURGE carries the purge token in Authorization and is not the gateway's to judge.
+        """
         self.counters.requests += 1
         if target.startswith(b"/.edge/"):
             return await self.internal(method, target, headers, body)
         if method == b"PURGE":
             soft = (get_header(headers, b"soft-purge") or b"0").strip().lower() in (b"1", b"true")
             return await self.purge(headers, PurgeSpec(paths=(path_of(target),), soft=soft))
+        gw = self.gateway
+        allowed: Allow | None = None
+        if gw is not None and target.startswith(gw.prefixes):
+            route = gw.route_for(target)
+            if route is not None:
+                decision = gw.decide(route, method, get_header(headers, b"authorization"), client,
+                                     self.gateway_clock())
+                if type(decision) is Deny:
+                    return denial_reply(decision, route)
+                assert isinstance(decision, Allow)
+                allowed = decision
+                headers = with_identity(headers, decision.identity)
         host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
         key = b"%s%s" % (host or b"", target)
         entry = None
@@ -202,12 +261,42 @@ class Exchange:
             entry = self.cache.lookup(key, lambda name: _vary_getter(headers, name))
             hit = self.fresh_hit(method, headers, entry)  # the hit path: no copies, no awaits
             if hit is not None:
+                if allowed is not None:
+                    hit.extra = [*hit.extra, *allowed.headers]
                 return hit
-        # everything past here may reach the origin, which gets the request id too
-        headers = [(n, v) for n, v in headers if n != b"x-request-id"] + [(b"x-request-id", rid)]
+        if gw is not None and allowed is None and is_disguised(target):
+            route = gw.route_for(target)
+            if route is not None:
+                return await self.disguised(gw, route, method, target, headers, body, host, rid=rid, client=client)
+        # everything past here may reach the origin, which gets the request id too; X-Flowcms-*
+        # identity fields come from the gateway only, never from the client (with no gateway too)
+        if allowed is None:
+            headers = [(n, v) for n, v in headers if n != b"x-request-id" and not n.startswith(IDENTITY_PREFIX)]
+        else:
+            headers = [(n, v) for n, v in headers if n != b"x-request-id"]
+        headers.append((b"x-request-id", rid))
         if method in policy.CACHEABLE_METHODS:
-            return await self.cacheable(method, target, headers, key, host, entry)
-        return await self.forward(method, target, headers, body, host)
+            reply = await self.cacheable(method, target, headers, key, host, entry)
+        else:
+            reply = await self.forward(method, target, headers, body, host)
+        if allowed is not None:
+            reply.extra = [*reply.extra, *allowed.headers]
+        return reply
+
+    async def disguised(self, gw: Gateway, route: Route, method: bytes, target: bytes,
+                        headers: list[tuple[bytes, bytes]], body: bytes, host: bytes | None, *, rid: bytes,
+                        client: str | None) -> Reply:
+        """A target outside the route prefixes that reaches a route at the origin (``/%61pi/…``):
+        judged on its canonical path and passed through uncached, so no cache key outside the
+        prefixes ever holds a gated answer (the hit paths check only the prefixes)."""
+        decision = gw.decide(route, method, get_header(headers, b"authorization"), client, self.gateway_clock())
+        if type(decision) is Deny:
+            return denial_reply(decision, route)
+        assert isinstance(decision, Allow)
+        headers = [(n, v) for n, v in with_identity(headers, decision.identity) if n != b"x-request-id"]
+        reply = await self.forward(method, target, [*headers, (b"x-request-id", rid)], body, host)
+        reply.extra = [*reply.extra, *decision.headers]
+        return reply
 
     def fresh_hit(self, method: bytes, headers: list[tuple[bytes, bytes]],
                   entry: Entry[CachedObject] | None) -> Reply | None:
@@ -230,13 +319,18 @@ class Exchange:
         return self.from_cache(obj, headers, decision.age, _hit_status(int(decision.ttl)))
 
     def try_hit(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
-                host: bytes | None) -> Reply | None:
+                host: bytes | None, *, client: str | None = None) -> Reply | None:
         """The fresh-hit answer without awaiting anything (HTTP/2 writes it inline), else None.
 
         None means: take the general path, ``handle``, which looks again and decides.
         """
         if (method != b"GET" and method != b"HEAD") or target.startswith(b"/.edge/"):
             return None
+        gw = self.gateway
+        if gw is not None and target.startswith(gw.prefixes):
+            route = gw.route_for(target)
+            if route is not None:
+                return self.try_gated_hit(gw, route, method, target, headers, host, client)
         host = host.lower() if host else None
         entry = self.cache.peek(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
         hit = self.fresh_hit(method, headers, entry)
@@ -245,6 +339,47 @@ class Exchange:
             self.cache.record_hit(entry)  # counted here only when answered: handle() counts the rest
             self.counters.requests += 1
         return hit
+
+    def try_gated_hit(self, gw: Gateway, route: Route, method: bytes, target: bytes,
+                      fields: list[tuple[bytes, bytes]], host: bytes | None, client: str | None) -> Reply | None:
+        """``try_hit`` under a gateway route: authenticate, look up, and charge the rate limit only
+        when the cache answers (a None goes on to ``handle``, which charges it there, once)."""
+        identity = gw.authenticate(route, method, get_header(fields, b"authorization"), client,
+                                   self.gateway_clock())
+        if type(identity) is Deny:
+            self.counters.requests += 1
+            return denial_reply(identity, route)
+        assert isinstance(identity, Identity)
+        headers = with_identity(fields, identity)
+        host = host.lower() if host else None
+        entry = self.cache.peek(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
+        hit = self.fresh_hit(method, headers, entry)
+        if hit is None:
+            return None
+        assert entry is not None
+        self.counters.requests += 1
+        decision = gw.admit(identity, self.gateway_clock())
+        if type(decision) is Deny:
+            self.counters.hits -= 1  # fresh_hit counted a hit, but the cache did not answer
+            return denial_reply(decision, route)
+        self.cache.record_hit(entry)
+        hit.extra = [*hit.extra, *decision.headers]
+        assert isinstance(decision, Allow)
+        return hit
+
+    def body_limit(self, method: bytes, target: bytes, content_type: bytes | None,
+                   content_length: int | None) -> tuple[int, Reply | None]:
+        """Under a gateway route: the body limit (10 MiB JSON, 50 MiB media) and, when a declared
+        length is over it, the 413 to send before reading the body. Elsewhere: no gateway limit."""
+        gw = self.gateway
+        if gw is None or not target.startswith(gw.prefixes):
+            return 0, None
+        route = gw.route_for(target)
+        if route is None:
+            return 0, None
+        limit = max_body_bytes(content_type)
+        denial = check_body_size(method, target.split(b"?", 1)[0], content_type, content_length)
+        return limit, None if denial is None else denial_reply(denial, route)
 
     # -- cacheable requests ------------------------------------------------------
     async def cacheable(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
@@ -529,11 +664,12 @@ class Exchange:
             counters = merge_numbers([counters, *(r["counters"] for r in results)])
             cache = merge_numbers([cache, *(r["cache"] for r in results)])
             cache["workers"] = 1 + len(results)
+        gateway = dataclasses.asdict(self.gateway.statistics()) if self.gateway is not None else None
         if path == b"/.edge/stats":
             return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-                         format_json(counters, cache))
+                         format_json(counters, cache, gateway))
         return Reply(200, [(b"content-type", b"text/plain; version=0.0.4"), (b"cache-control", b"no-store")],
-                     format_prometheus(counters, cache))
+                     format_prometheus(counters, cache, gateway))
 
 
 def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -45,10 +45,11 @@ PARSE = "parse"  # the buffered bytes do not parse: the task's own read raises a
 
 
 class _Parked:
-    __slots__ = ("deadline", "done", "fd", "outcome", "parser", "sock")
+    __slots__ = ("client", "deadline", "done", "fd", "outcome", "parser", "sock")
 
-    def __init__(self, sock: Any, parser: H1Server, deadline: float) -> None:
+    def __init__(self, sock: Any, parser: H1Server, deadline: float, client: str | None) -> None:
         self.sock = sock
+        self.client = client
         self.fd = sock.fileno()
         self.parser = parser
         self.deadline = deadline
@@ -65,9 +66,9 @@ class HitLoop:
     def close(self) -> None:
         self.epoll.close()
 
-    async def park(self, stream: FastSocket, parser: H1Server) -> tuple[Any, ...]:
+    async def park(self, stream: FastSocket, parser: H1Server, client: str | None = None) -> tuple[Any, ...]:
         """Wait here until the connection needs its task again; returns why (an outcome)."""
-        p = _Parked(stream.raw, parser, time.monotonic() + self.server.config.keepalive_timeout)
+        p = _Parked(stream.raw, parser, time.monotonic() + self.server.config.keepalive_timeout, client)
         self.parked[p.fd] = p
         self.epoll.register(p.fd, _EVENTS)
         try:
@@ -139,7 +140,7 @@ class HitLoop:
                     and head.keep_alive and not head.content_length and not head.chunked
                     and not head.expect_continue and not server.draining):
                 started = time.perf_counter()
-                reply = exchange.try_hit(head.method, head.target, head.headers, head.host)
+                reply = exchange.try_hit(head.method, head.target, head.headers, head.host, client=p.client)
             if reply is None:
                 self._release(p, HEAD, head)
                 return

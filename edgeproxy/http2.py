@@ -38,7 +38,7 @@ import trio
 from edgeproxy import h2wire as w
 from edgeproxy.errors import UpstreamError
 from edgeproxy.exchange import Reply, error_reply, has_body, request_id
-from edgeproxy.server import DATES, FastSocket, log_access
+from edgeproxy.server import DATES, FastSocket, log_access, peer_host
 
 if TYPE_CHECKING:
     from edgeproxy.server import Server
@@ -69,7 +69,7 @@ _DROP_FIELDS = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"
 
 
 class _Stream:
-    __slots__ = ("body", "ended", "head", "id", "recv_window", "scope", "send_window", "size")
+    __slots__ = ("body", "ended", "head", "id", "limit", "recv_window", "scope", "send_window", "size")
 
     def __init__(self, stream_id: int, head: w.RequestHead, send_window: int) -> None:
         self.id = stream_id
@@ -80,6 +80,7 @@ class _Stream:
         self.send_window = send_window
         self.recv_window = INITIAL_WINDOW_SIZE
         self.scope: trio.CancelScope | None = None  # set while a task answers it
+        self.limit = MAX_BODY  # request body bytes accepted (the gateway's limit on API routes)
 
 
 class _Rate:
@@ -122,11 +123,12 @@ _DATE = _DateField()
 
 
 class H2Connection:
-    def __init__(self, server: Server, stream: Any) -> None:
+    def __init__(self, server: Server, stream: Any, client: str | None = None) -> None:
         self.server = server
         assert server.exchange is not None
         self.exchange = server.exchange
         self.stream = stream
+        self.client = client  # the peer's address: the gateway's per-IP bucket
         self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST_SIZE)
         self.decoder.max_allowed_table_size = HEADER_TABLE_SIZE
         self.streams: dict[int, _Stream] = {}
@@ -435,6 +437,15 @@ class H2Connection:
         self.exchange.counters.streams_total += 1
         s = _Stream(sid, head, self.peer_initial_window)
         self.streams[sid] = s
+        if head.content_length or not flags & w.END_STREAM:
+            limit, denial = self.exchange.body_limit(head.method, head.path, _content_type(head.fields),
+                                                     head.content_length)
+            if denial is not None:  # over the API's body limit: answer before the body comes
+                self._forget(s, reset=True)
+                nursery.start_soon(self._reject, s, denial)
+                return
+            if limit:
+                s.limit = min(limit, MAX_BODY)
         if flags & w.END_STREAM:
             self._request_complete(s, nursery)
 
@@ -466,9 +477,11 @@ class H2Connection:
         if not data and not end:
             self._calm("empty")
         s.size += len(data)
-        if s.size > MAX_BODY:
+        if s.size > s.limit:
             self._forget(s, reset=True)
-            nursery.start_soon(self._reject, s, error_reply(413, "CONTENT_TOO_LARGE", "request body too large"))
+            _, denial = self.exchange.body_limit(s.head.method, s.head.path, _content_type(s.head.fields), s.size)
+            nursery.start_soon(self._reject, s,
+                               denial or error_reply(413, "CONTENT_TOO_LARGE", "request body too large"))
             return
         if data:
             s.body.append(data)
@@ -576,8 +589,13 @@ class H2Connection:
         if head.content_length is not None and head.content_length != s.size:
             raise w.StreamError(s.id, w.ErrorCode.PROTOCOL_ERROR, "content-length does not match the DATA")
         if not s.body and (head.method == b"GET" or head.method == b"HEAD"):
-            reply = self.exchange.try_hit(head.method, head.path, head.fields, head.authority or _host(head.fields))
-            if reply is not None and self._send_now(s, reply):
+            reply = self.exchange.try_hit(head.method, head.path, head.fields, head.authority or _host(head.fields),
+                                          client=self.client)
+            if reply is not None:
+                if not self._send_now(s, reply):  # larger than the windows: a task sends this very answer
+                    s.scope = trio.CancelScope()
+                    self.answering += 1
+                    nursery.start_soon(self._respond, s, reply)
                 return
         s.scope = trio.CancelScope()
         self.answering += 1
@@ -622,7 +640,7 @@ class H2Connection:
             self.table_update = b""
         return b"".join(parts)
 
-    async def _respond(self, s: _Stream) -> None:
+    async def _respond(self, s: _Stream, ready: Reply | None = None) -> None:
         server = self.server
         head = s.head
         rid = request_id(head.fields)
@@ -632,8 +650,9 @@ class H2Connection:
             assert s.scope is not None
             with s.scope:
                 try:
-                    reply = await self.exchange.handle(head.method, head.path, head.fields, b"".join(s.body),
-                                                       head.authority or _host(head.fields), rid=rid)
+                    reply = ready or await self.exchange.handle(
+                        head.method, head.path, head.fields, b"".join(s.body), head.authority or _host(head.fields),
+                        rid=rid, client=self.client)
                 except Exception:
                     log.exception("request %s %r failed", rid.decode(), head.path)
                     reply = error_reply(500, "INTERNAL_ERROR", "the edge failed to answer")
@@ -710,6 +729,13 @@ class H2Connection:
         nursery.cancel_scope.cancel()
 
 
+def _content_type(fields: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in fields:
+        if name == b"content-type":
+            return value
+    return None
+
+
 def _host(fields: list[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in fields:
         if name == b"host":
@@ -718,11 +744,12 @@ def _host(fields: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 async def serve_h2(server: Server, stream: Any, first: bytes) -> None:
+    client = peer_host(stream)
     if isinstance(stream, trio.SocketStream):
         fast = FastSocket(stream)
         try:
-            await H2Connection(server, fast).run(first)
+            await H2Connection(server, fast, client).run(first)
         finally:
             fast.detach()
         return
-    await H2Connection(server, stream).run(first)
+    await H2Connection(server, stream, client).run(first)

@@ -44,6 +44,7 @@ ACCEPT_BACKOFF_S = 0.1  # after EMFILE and friends: back off instead of spinning
 CLOSE_TIMEOUT_S = 1.0  # bound on the goodbye write (408) before a connection is closed
 LINGER_S = 2.0  # lingering close after an error answer; nginx lingering_timeout is 5 s
 LINGER_BYTES = 1024 * 1024  # ...reading at most this much of what the client still sends
+_TOO_LARGE = b"\x00too large"  # _h1_body's answer for a body past the gateway's limit (compared by identity)
 
 
 class DateCache:
@@ -270,16 +271,17 @@ class Server:
             counters.connections_open -= 1
 
     async def handle_h1(self, stream: Any, first: bytes) -> None:
+        client = peer_host(stream)
         if isinstance(stream, trio.SocketStream):
             fast = FastSocket(stream)
             try:
-                await self._handle_h1(fast, first)
+                await self._handle_h1(fast, first, client)
             finally:
                 fast.detach()
             return
-        await self._handle_h1(stream, first)
+        await self._handle_h1(stream, first, client)
 
-    async def _handle_h1(self, stream: Any, first: bytes) -> None:
+    async def _handle_h1(self, stream: Any, first: bytes, client: str | None = None) -> None:
         assert self.exchange is not None
         counters = self.exchange.counters
         counters.connections_total += 1
@@ -298,7 +300,7 @@ class Server:
                 while True:
                     if hitloop is not None and parser.idle and not self.draining:
                         # between requests: wait in the hit loop, which answers fresh hits itself
-                        outcome = await hitloop.park(stream, parser)
+                        outcome = await hitloop.park(stream, parser, client)
                         kind = outcome[0]
                         if kind == "closed":
                             return
@@ -310,7 +312,7 @@ class Server:
                             continue
                         if kind == "head":
                             head = outcome[1]
-                    if not await self._h1_next(stream, parser, waiting, head):
+                    if not await self._h1_next(stream, parser, waiting, head, client):
                         break
                     head = None
             if (waiting.cancelled_caught or timed_out) and not parser.idle:
@@ -323,16 +325,31 @@ class Server:
             counters.connections_open -= 1
 
     async def _h1_next(self, stream: Any, parser: H1Server, waiting: trio.CancelScope,
-                       head: RequestHead | None = None) -> bool:
+                       head: RequestHead | None = None, client: str | None = None) -> bool:
         """Read (unless the hit loop did) and answer one request; False when the connection must close."""
         try:
             if head is None:
                 head = await self._h1_head(stream, parser, waiting)
             if head is None:
                 return False
+            assert self.exchange is not None
+            limit, denial = self.exchange.body_limit(head.method, head.target, head.get(b"content-type"),
+                                                     head.content_length)
+            if denial is not None:  # over the API's body limit: refused before a byte of it is read
+                denial.close = True
+                await self._h1_answer(stream, head, b"", request_id(head.headers), client, reply=denial)
+                await _linger(stream)
+                return False
             if head.expect_continue and (head.content_length or head.chunked):
                 await stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")  # RFC 9110 §10.1.1
-            body = await self._h1_body(stream, parser)
+            body = await self._h1_body(stream, parser, limit)
+            if body is _TOO_LARGE:  # a chunked body that grew past the limit
+                _, denial = self.exchange.body_limit(head.method, head.target, head.get(b"content-type"), limit + 1)
+                assert denial is not None
+                denial.close = True
+                await self._h1_answer(stream, head, b"", request_id(head.headers), client, reply=denial)
+                await _linger(stream)
+                return False
         except RemoteProtocolError as exc:
             assert self.exchange is not None
             self.exchange.counters.client_errors += 1
@@ -348,7 +365,7 @@ class Server:
             return False
         if body is None:
             return False  # the client went away mid-body
-        return not await self._h1_answer(stream, head, body, request_id(head.headers))
+        return not await self._h1_answer(stream, head, body, request_id(head.headers), client)
 
     async def _h1_head(self, stream: Any, parser: H1Server, waiting: trio.CancelScope) -> RequestHead | None:
         """The next request head; None on a clean close (or an idle connection while draining).
@@ -372,14 +389,19 @@ class Server:
                 return None
             parser.receive_data(data)
 
-    async def _h1_body(self, stream: Any, parser: H1Server) -> bytes | None:
+    async def _h1_body(self, stream: Any, parser: H1Server, limit: int = 0) -> bytes | None:
+        """The whole request body; None when the client went away; ``_TOO_LARGE`` past ``limit``."""
         chunks: list[bytes] = []
+        size = 0
         while True:
             event = parser.next_event()
             if isinstance(event, EndOfMessage):
                 return b"".join(chunks)
             if isinstance(event, Body):
                 chunks.append(event.data)
+                size += len(event.data)
+                if limit and size > limit:
+                    return _TOO_LARGE
                 continue
             with trio.fail_after(self.config.header_timeout):  # a stalled body is a slowloris too
                 data = await stream.receive_some(RECEIVE_BYTES)
@@ -387,16 +409,18 @@ class Server:
                 return None
             parser.receive_data(data)
 
-    async def _h1_answer(self, stream: Any, head: RequestHead, body: bytes, rid: bytes) -> bool:
-        """Answer one parsed request; True when the connection must close afterwards."""
+    async def _h1_answer(self, stream: Any, head: RequestHead, body: bytes, rid: bytes, client: str | None = None,
+                         *, reply: Reply | None = None) -> bool:
+        """Answer one parsed request (or send ``reply``); True when the connection must close afterwards."""
         exchange = self.exchange
         assert exchange is not None
         started = time.perf_counter()
         self.request_started()
-        reply: Reply | None = None
         try:
             try:
-                reply = await exchange.handle(head.method, head.target, head.headers, body, head.host, rid=rid)
+                if reply is None:
+                    reply = await exchange.handle(head.method, head.target, head.headers, body, head.host, rid=rid,
+                                                  client=client)
             except Exception:
                 log.exception("request %s %r failed", rid.decode(), head.target)
                 reply = error_reply(500, "INTERNAL_ERROR", "the edge failed to answer")
@@ -565,6 +589,18 @@ def make_ssl_context(config: ProxyConfig) -> ssl.SSLContext:
         raise ConfigError(f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {exc}") from None
     context.set_alpn_protocols(["h2", "http/1.1"])
     return context
+
+
+def peer_host(stream: Any) -> str | None:
+    """The client's IP address (the gateway's per-IP rate-limit bucket), or None."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        transport = getattr(stream, "transport_stream", None)  # trio.SSLStream
+        sock = getattr(transport, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -68,12 +68,19 @@ def merge_numbers(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def format_json(counters: dict[str, int], cache: dict[str, Any]) -> bytes:
-    return json.dumps({"counters": counters, "cache": cache}, sort_keys=True).encode()
+def format_json(counters: dict[str, int], cache: dict[str, Any], gateway: dict[str, int] | None = None) -> bytes:
+    data: dict[str, Any] = {"counters": counters, "cache": cache}
+    if gateway is not None:
+        data["gateway"] = gateway
+    return json.dumps(data, sort_keys=True).encode()
 
 
-def format_prometheus(counters: dict[str, int], cache: dict[str, Any]) -> bytes:
+def format_prometheus(counters: dict[str, int], cache: dict[str, Any],
+                      gateway: dict[str, int] | None = None) -> bytes:
     lines: list[str] = []
+    for name, value in sorted((gateway or {}).items()):  # buckets is a gauge, the rest only grow
+        metric = f"edgeproxy_gateway_{name}" + ("" if name == "buckets" else "_total")
+        lines += [f"# TYPE {metric} {'gauge' if name == 'buckets' else 'counter'}", f"{metric} {value}"]
     values = counters
     for name, text in _HELP.items():
         lines += [f"# HELP edgeproxy_{name}_total {text}", f"# TYPE edgeproxy_{name}_total counter",

@@ -1,0 +1,521 @@
+"""The API gateway's decisions: routes, API keys, JWTs, roles, GCRA rate limits, body sizes. Pure.
+
+Theory of operation. ``Gateway`` is built once from a ``GatewayConfig`` (``gateway_config.py``
+parses the ``[gateway]`` TOML table into it) and answers three questions for the adapter in
+``exchange.py``, with the clock passed in as ``now_ns`` (integer nanoseconds since the epoch):
+
+1. ``route_for(target)``: which route, if any, covers this request target. Routes are path
+   prefixes matched on segment boundaries, longest first. A target that is not in canonical
+   form (percent-escapes, dot segments, ``//``, absolute-form) is matched on the path the
+   origin will route it to as well, so ``/%61pi/`` cannot walk past an ``/api/`` route.
+2. ``authenticate(route, method, authorization, client)``: who is asking, or a ``Deny``.
+   ``Authorization: Bearer <credential>``; a credential with exactly two dots is a JWT (RFC
+   7519), anything else an API key, looked up by its SHA-256 (only hashes are kept, so a
+   leaked config leaks no key). Anonymous GET/HEAD is allowed on ``public`` routes only; every
+   other request needs a role of at least the route's ``min_role`` (else 403).
+3. ``admit(identity, now_ns)``: the rate limit, GCRA (the generic cell rate algorithm of ATM
+   networks, as in redis-cell and Stripe's limiter). A bucket per API key, per JWT subject
+   and, for anonymous requests, per client IP (IPv6 per /64, what one host usually holds).
+
+GCRA keeps one number per bucket, the theoretical arrival time (TAT). With a limit of L per
+minute the emission interval is T = 60 s / L and the burst is L: a request at time t is
+admitted when max(TAT, t) + T - t <= L·T, and then TAT becomes max(TAT, t) + T. So a fresh
+bucket admits exactly L requests at one instant and then one per T; like a token bucket of
+capacity L refilled at L per minute, no 60-second window admits more than 2L - 1. The
+arithmetic is exact: times are kept in units of 1/L ns, where T is the integer 60·10⁹ for
+every L, so nothing is rounded and concurrency cannot over-admit (the state changes in one
+synchronous call). A denial does not move the TAT. Buckets whose TAT has passed hold no
+information and are swept once the table doubles. The state is per process: with
+``--workers N`` each worker limits on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
+
+import jwt
+
+NS = 1_000_000_000
+INTERVAL = 60 * NS  # GCRA emission interval in units of 1/L ns: 60 s / L, for every limit L
+MIN_PER_MINUTE = 100  # seed 000: "Rate Limiting: Configurable per project (100-10,000 req/min)"
+MAX_PER_MINUTE = 10_000
+SWEEP_MIN_BUCKETS = 10_000  # below this many buckets no sweep runs (a sweep is O(buckets))
+TOKEN_CACHE_SIZE = 4096  # verified JWTs remembered (RS256 verification costs ~50 µs; a hit ~5 µs)
+MAX_CREDENTIAL_BYTES = 8192  # nginx's default large_client_header_buffers line is 8 KiB
+MAX_SUBJECT_CHARS = 256
+MIN_HS256_SECRET_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
+MiB = 1024 * 1024  # nginx's client_max_body_size counts "m" in MiB too
+JSON_BODY_MAX_BYTES = 10 * MiB  # seed 000: "Payload Limit 10 MB (JSON)"
+MEDIA_BODY_MAX_BYTES = 50 * MiB  # seed 000: "50 MB (Media uploads)"
+MEDIA_TYPES = (b"multipart/form-data", b"image/", b"video/", b"audio/", b"application/octet-stream",
+               b"application/pdf")
+REALM = b'Bearer realm="flowcms"'
+IDENTITY_PREFIX = b"x-flowcms-"  # request fields only the gateway may set; clients' copies are dropped
+READ_METHODS = frozenset({b"GET", b"HEAD"})
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+_JWS = jwt.PyJWS()
+
+
+class Role(enum.IntEnum):
+    VIEWER = 1
+    EDITOR = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+ROLES: dict[str, Role] = {role.label: role for role in Role}
+
+
+# -- configuration values (gateway_config.py builds them; dataclasses.asdict gives the TOML shape back)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRule:
+    prefix: str  # a canonical path prefix, matched on segment boundaries ("/api" covers "/api/x", not "/apix")
+    public: bool = False  # anonymous GET/HEAD allowed (rate-limited per client IP)
+    min_role: str = "viewer"  # what every other request needs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRule:
+    id: str
+    hash: str  # sha256 hex of the key
+    role: str
+    tier: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtRule:
+    tier: str  # the rate-limit tier of every JWT subject
+    hs256_secret: str | None = field(default=None, repr=False)
+    jwks: dict[str, Any] | None = None  # a JWK Set (RFC 7517 §5) of RS256 public keys, by kid
+    jwks_file: str | None = None  # where ``jwks`` was read from (for messages)
+    issuer: str | None = None
+    audience: str | None = None
+    role_claim: str = "role"
+    leeway_s: float = 0.0  # clock skew allowed on exp and nbf
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    routes: tuple[RouteRule, ...]
+    tiers: dict[str, int]  # name → requests per minute
+    keys: tuple[KeyRule, ...] = ()
+    jwt: JwtRule | None = None
+    anonymous_tier: str | None = None  # per-IP limit of anonymous requests on public routes
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: bytes  # without a trailing slash; b"" is the root route
+    public: bool
+    min_role: Role
+    graphql: bool  # denials are answered as GraphQL errors, not JSON:API
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str | None  # None: anonymous
+    role: Role | None
+    key_id: str | None
+    bucket: str  # the rate-limit bucket: "key:<id>", "jwt:<sub>" or "ip:<address>"
+    per_minute: int
+    fields: tuple[tuple[bytes, bytes], ...]  # the X-Flowcms-* request fields the origin sees
+
+
+class RateLimit(NamedTuple):
+    """One acquire's outcome (a NamedTuple: built per request, it costs 40% of a frozen dataclass)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int  # epoch second at which the bucket is full again
+    retry_after_s: int = 0  # when denied: seconds until one request is admitted
+
+    @property
+    def fields(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The seed's X-RateLimit-* fields (seed 001), plus Retry-After when denied (RFC 9110 §10.2.3)."""
+        fields = ((b"x-ratelimit-limit", b"%d" % self.limit), (b"x-ratelimit-remaining", b"%d" % self.remaining),
+                  (b"x-ratelimit-reset", b"%d" % self.reset_s))
+        return fields if self.allowed else (*fields, (b"retry-after", b"%d" % self.retry_after_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    identity: Identity
+    headers: tuple[tuple[bytes, bytes], ...]  # rate-limit fields for the answer
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    status: int
+    code: str  # seed 001's error codes
+    message: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+Decision = Allow | Deny
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatistics:
+    buckets: int
+    allowed: int
+    limited: int
+    unauthenticated: int
+    forbidden: int
+
+
+def _unauthenticated(message: str, *, error: str | None = "invalid_token") -> Deny:
+    # RFC 6750 §3: no error code when the request carried no credentials at all.
+    challenge = REALM if error is None else b'%s, error="%s"' % (REALM, error.encode())
+    return Deny(401, "UNAUTHENTICATED", message, ((b"www-authenticate", challenge),))
+
+
+# -- the rate limiter ---------------------------------------------------------------------------
+
+class _Bucket:
+    __slots__ = ("per_minute", "tat")
+
+    def __init__(self, tat: int, per_minute: int) -> None:
+        self.tat = tat  # theoretical arrival time, in units of 1/per_minute ns
+        self.per_minute = per_minute
+
+
+class RateLimiter:
+    """GCRA per bucket; see the module docstring for the arithmetic."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket] = {}
+        self._sweep_at = SWEEP_MIN_BUCKETS
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter [{len(self._buckets)} buckets]>"
+
+    def acquire(self, bucket: str, per_minute: int, now_ns: int) -> RateLimit:
+        """Admit one request to ``bucket`` at ``now_ns`` or say when one would be admitted."""
+        t = now_ns * per_minute
+        state = self._buckets.get(bucket)
+        tat = t
+        if state is not None:
+            stored = state.tat if state.per_minute == per_minute else state.tat * per_minute // state.per_minute
+            if stored > t:
+                tat = stored
+        window = per_minute * INTERVAL  # the burst: per_minute intervals
+        unit = per_minute * NS  # one second
+        new_tat = tat + INTERVAL
+        if new_tat - t > window:
+            wait = new_tat - window - t
+            return RateLimit(False, per_minute, 0, -(-tat // unit), -(-wait // unit))
+        if state is None:
+            if len(self._buckets) >= self._sweep_at:
+                self.sweep(now_ns)
+            self._buckets[bucket] = _Bucket(new_tat, per_minute)
+        else:
+            state.tat = new_tat
+            state.per_minute = per_minute
+        return RateLimit(True, per_minute, (window - (new_tat - t)) // INTERVAL, -(-new_tat // unit))
+
+    def sweep(self, now_ns: int) -> None:
+        """Forget buckets that are full again (their TAT has passed): they hold no information."""
+        self._buckets = {k: b for k, b in self._buckets.items() if b.tat > now_ns * b.per_minute}
+        self._sweep_at = max(SWEEP_MIN_BUCKETS, 2 * len(self._buckets))
+
+
+# -- paths ------------------------------------------------------------------------------------------
+
+def is_disguised(target: bytes) -> bool:
+    """May the origin route ``target`` to another path than its bytes say (escapes, dots, ``//``, absolute-form)?"""
+    path = target.split(b"?", 1)[0]
+    # bytes.find, not ``in``: ``in`` goes through the buffer protocol and costs twice as much
+    return path[:1] != b"/" or path.find(b"%") >= 0 or path.find(b"/.") >= 0 or path.find(b"//") >= 0
+
+
+def canonical_path(target: bytes) -> bytes:
+    """The path an origin routes ``target`` to: absolute-form reduced to its path (RFC 9112
+    §3.2.2), escapes decoded once, dot segments removed (RFC 3986 §5.2.4), runs of ``/`` merged."""
+    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    if not path.startswith(b"/"):
+        scheme = path.find(b"://")
+        if scheme >= 0:
+            slash = path.find(b"/", scheme + 3)
+            path = path[slash:] if slash >= 0 else b"/"
+        else:
+            path = b"/" + path
+    segments: list[bytes] = []
+    for segment in unquote_to_bytes(path).split(b"/"):
+        if segment == b"..":
+            if segments:
+                segments.pop()
+        elif segment and segment != b".":
+            segments.append(segment)
+    return b"/" + b"/".join(segments)
+
+
+def client_bucket(client: str | None) -> str:
+    """The anonymous rate-limit bucket of a client address: IPv4 as is, IPv6 per /64."""
+    if not client:
+        return "ip:?"  # the adapter did not say who is connected: all such requests share one bucket
+    if ":" not in client:
+        return "ip:" + client
+    try:
+        address = ipaddress.IPv6Address(client.split("%", 1)[0])
+    except ValueError:
+        return "ip:" + client
+    if address.ipv4_mapped is not None:
+        return f"ip:{address.ipv4_mapped}"
+    return f"ip:{ipaddress.IPv6Network((address, 64), strict=False)}"
+
+
+# -- JWT keys -----------------------------------------------------------------------------------------
+
+def load_jwks(data: Mapping[str, Any]) -> dict[str, Any]:
+    """kid → RS256 public key from a JWK Set (RFC 7517 §5); ValueError says what is wrong."""
+    keys = data.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise ValueError('expected a JWK Set: {"keys": [...]} with at least one key')
+    found: dict[str, Any] = {}
+    for n, key in enumerate(keys):
+        if not isinstance(key, dict):
+            raise ValueError(f"keys[{n}] is not an object")
+        kid = key.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise ValueError(f"keys[{n}] has no kid")
+        if kid in found:
+            raise ValueError(f"keys[{n}]: kid {kid!r} appears twice")
+        if key.get("kty") != "RSA" or key.get("alg", "RS256") != "RS256" or key.get("use", "sig") != "sig":
+            raise ValueError(f"keys[{n}] ({kid}): only RSA signing keys for RS256 are accepted")
+        if "d" in key:
+            raise ValueError(f"keys[{n}] ({kid}) is a private key: publish only the public part")
+        try:
+            found[kid] = jwt.PyJWK(key, algorithm="RS256").key
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"keys[{n}] ({kid}): {exc}") from None
+    return found
+
+
+def hash_key(key: str | bytes) -> str:
+    """How API keys are stored: the SHA-256 of the key, in hex."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).hexdigest()
+
+
+def _identity_fields(subject: str, role: Role | None, key_id: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    fields = [(b"x-flowcms-subject", subject.encode("ascii"))]
+    if role is not None:
+        fields.append((b"x-flowcms-role", role.label.encode()))
+    if key_id is not None:
+        fields.append((b"x-flowcms-key-id", key_id.encode("ascii")))
+    return tuple(fields)
+
+
+def _role_of(value: object) -> Role | None:
+    """A role claim: one name, or a list of names (the highest counts); unknown names count for nothing."""
+    names = value if isinstance(value, list) else [value]
+    roles = [ROLES[n.lower()] for n in names if isinstance(n, str) and n.lower() in ROLES]
+    return max(roles) if roles else None
+
+
+# -- the gateway ---------------------------------------------------------------------------------------
+
+class Gateway:
+    """Routes, credentials and rate limits of one process; ``decide`` is the whole check."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        routes = [Route(r.prefix.rstrip("/").encode(), r.public, ROLES[r.min_role],
+                        r.prefix.startswith("/graphql")) for r in config.routes]
+        self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self._by_prefix = [(r.prefix, len(r.prefix), r) for r in self.routes]
+        # The adapter's one check per request: can this target be under a route at all?
+        self.prefixes = tuple(r.prefix or b"/" for r in self.routes)
+        self.keys = {k.hash: Identity(f"key:{k.id}", ROLES[k.role], k.id, f"key:{k.id}", config.tiers[k.tier],
+                                      _identity_fields(f"key:{k.id}", ROLES[k.role], k.id)) for k in config.keys}
+        rule = config.jwt
+        self.jwt = rule
+        self.hs256_key = rule.hs256_secret.encode() if rule is not None and rule.hs256_secret else None
+        self.rs256_keys = load_jwks(rule.jwks) if rule is not None and rule.jwks else {}
+        self.jwt_per_minute = config.tiers[rule.tier] if rule is not None else 0
+        self.anonymous_per_minute = config.tiers[config.anonymous_tier] if config.anonymous_tier else None
+        self.limiter = RateLimiter()
+        self._tokens: dict[bytes, tuple[Identity, float, float]] = {}  # token → (identity, nbf, exp)
+        self._allowed = self._limited = self._unauthenticated = self._forbidden = 0
+
+    def __repr__(self) -> str:
+        return f"<Gateway [{len(self.routes)} routes, {len(self.keys)} keys, {len(self.limiter)} buckets]>"
+
+    def statistics(self) -> GatewayStatistics:
+        return GatewayStatistics(len(self.limiter), self._allowed, self._limited, self._unauthenticated,
+                                 self._forbidden)
+
+    # -- routes
+    def route_for(self, target: bytes) -> Route | None:
+        """The route covering ``target`` (longest prefix), else None; see ``canonical_path``."""
+        path = target.split(b"?", 1)[0]
+        if path[:1] != b"/" or path.find(b"%") >= 0 or path.find(b"/.") >= 0 or path.find(b"//") >= 0:
+            # is_disguised, inlined
+            return self._match(canonical_path(target)) or self._match(path)
+        return self._match(path)
+
+    def _match(self, path: bytes) -> Route | None:
+        for prefix, size, route in self._by_prefix:
+            if path.startswith(prefix) and (len(path) == size or path[size] == 0x2F):  # 0x2F: "/"
+                return route
+        return None
+
+    # -- the whole check
+    def decide(self, route: Route, method: bytes, authorization: bytes | None, client: str | None,
+               now_ns: int) -> Decision:
+        """Authenticate, authorize, then rate-limit one request under ``route``."""
+        identity = self.authenticate(route, method, authorization, client, now_ns)
+        if type(identity) is Deny:
+            return identity
+        assert isinstance(identity, Identity)
+        return self.admit(identity, now_ns)
+
+    def authenticate(self, route: Route, method: bytes, authorization: bytes | None, client: str | None,
+                     now_ns: int) -> Identity | Deny:
+        """Who is asking and may they use ``route`` (401, 403); no rate limit is charged."""
+        reading = method in READ_METHODS
+        if not authorization:
+            if route.public and reading and self.anonymous_per_minute is not None:
+                return Identity(None, None, None, client_bucket(client), self.anonymous_per_minute, ())
+            self._unauthenticated += 1
+            return _unauthenticated("this API needs Authorization: Bearer <API key or token>", error=None)
+        scheme, _, credential = authorization.partition(b" ")
+        credential = credential.strip()
+        if scheme.lower() != b"bearer" or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
+            self._unauthenticated += 1
+            return _unauthenticated("use Authorization: Bearer <API key or token>", error="invalid_request")
+        if credential.count(b".") == 2:
+            found = self._verify_jwt(credential, now_ns)
+        else:
+            found = self.keys.get(hash_key(credential)) or _unauthenticated("the API key is not valid")
+        if type(found) is Deny:
+            self._unauthenticated += 1
+            return found
+        assert isinstance(found, Identity)
+        if not (route.public and reading) and (found.role is None or found.role < route.min_role):
+            self._forbidden += 1
+            has = found.role.label if found.role is not None else "no role"
+            return Deny(403, "FORBIDDEN", f"{method.decode('latin-1')} here needs the {route.min_role.label} "
+                                          f"role; the credential has {has}")
+        return found
+
+    def admit(self, identity: Identity, now_ns: int) -> Decision:
+        """Charge one request to the identity's bucket: Allow with the X-RateLimit fields, or a 429."""
+        limit = self.limiter.acquire(identity.bucket, identity.per_minute, now_ns)
+        if not limit.allowed:
+            self._limited += 1
+            return Deny(429, "RATE_LIMITED", f"rate limit of {limit.limit} requests per minute exceeded; "
+                                             f"retry in {limit.retry_after_s} s", limit.fields)
+        self._allowed += 1
+        return Allow(identity, limit.fields)
+
+    # -- JWTs
+    def _verify_jwt(self, token: bytes, now_ns: int) -> Identity | Deny:
+        known = self._tokens.get(token)
+        if known is None:
+            verified = self._verify_signature_and_claims(token)
+            if type(verified) is Deny:
+                return verified
+            assert isinstance(verified, tuple)
+            known = verified
+            if len(self._tokens) >= TOKEN_CACHE_SIZE:
+                del self._tokens[next(iter(self._tokens))]  # the oldest
+            self._tokens[token] = known
+        identity, nbf, exp = known
+        now = now_ns / NS
+        leeway = self.jwt.leeway_s if self.jwt is not None else 0.0
+        if now >= exp + leeway:
+            return _unauthenticated("the token has expired")  # RFC 7519 §4.1.4
+        if now < nbf - leeway:
+            return _unauthenticated("the token is not valid yet")  # RFC 7519 §4.1.5
+        return identity
+
+    def _verify_signature_and_claims(self, token: bytes) -> tuple[Identity, float, float] | Deny:
+        """Signature, iss, aud, sub and role: everything about a token that does not change with time."""
+        rule = self.jwt
+        if rule is None:
+            return _unauthenticated("tokens are not accepted here: use an API key")
+        try:
+            header = _JWS.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return _unauthenticated("the token is malformed")
+        alg = header.get("alg")
+        if alg == "HS256" and self.hs256_key is not None:
+            key: Any = self.hs256_key
+        elif alg == "RS256" and self.rs256_keys:
+            kid = header.get("kid")
+            key = self.rs256_keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                return _unauthenticated(f"the token's key id {kid!r} is not known")
+        else:  # "none", and any algorithm we hold no key for (no HS256 with an RSA public key)
+            return _unauthenticated(f"the token algorithm {alg!r} is not accepted")
+        try:
+            payload = json.loads(_JWS.decode_complete(token, key, algorithms=[alg])["payload"])
+        except jwt.InvalidSignatureError:
+            return _unauthenticated("the token signature is not valid")
+        except (jwt.PyJWTError, ValueError):
+            return _unauthenticated("the token is malformed")
+        if not isinstance(payload, dict):
+            return _unauthenticated("the token's claims are not a JSON object")
+        return self._check_claims(payload, rule)
+
+    def _check_claims(self, claims: dict[str, Any], rule: JwtRule) -> tuple[Identity, float, float] | Deny:
+        exp, nbf = claims.get("exp"), claims.get("nbf", float("-inf"))
+        if not _is_number(exp):
+            return _unauthenticated("the token has no exp claim")
+        if not _is_number(nbf):
+            return _unauthenticated("the token's nbf claim is not a number")
+        if rule.issuer is not None and claims.get("iss") != rule.issuer:
+            return _unauthenticated("the token was issued by someone else")  # RFC 7519 §4.1.1
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [] if aud is None else [aud]
+        if (rule.audience is None and audiences) or (rule.audience is not None and rule.audience not in audiences):
+            return _unauthenticated("the token is meant for another audience")  # RFC 7519 §4.1.3
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or len(sub) > MAX_SUBJECT_CHARS or not _VISIBLE_ASCII.fullmatch(sub):
+            return _unauthenticated(f"the token's sub claim must be 1 to {MAX_SUBJECT_CHARS} printable ASCII "
+                                    "characters")
+        role = _role_of(claims.get(rule.role_claim))
+        identity = Identity(sub, role, None, f"jwt:{sub}", self.jwt_per_minute, _identity_fields(sub, role, None))
+        return identity, float(nbf), float(exp)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# -- body sizes (the enforcement point belongs to the connection code, before the body is read)
+
+def max_body_bytes(content_type: bytes | None) -> int:
+    """The largest request body accepted for a media type: media uploads 50 MiB, all else 10 MiB."""
+    media_type = (content_type or b"").split(b";", 1)[0].strip().lower()
+    return MEDIA_BODY_MAX_BYTES if media_type.startswith(MEDIA_TYPES) else JSON_BODY_MAX_BYTES
+
+
+def check_body_size(method: bytes, path: bytes, content_type: bytes | None, content_length: int | None) -> Deny | None:
+    """413 when a declared Content-Length is over ``max_body_bytes``; None when it fits or is not declared
+    (a chunked body must then be counted while it is read, against the same limit)."""
+    limit = max_body_bytes(content_type)
+    if content_length is None or content_length <= limit:
+        return None
+    kind = "media upload" if limit == MEDIA_BODY_MAX_BYTES else "JSON"
+    return Deny(413, "PAYLOAD_TOO_LARGE",
+                f"{method.decode('latin-1')} {path.decode('latin-1')}: a body of {content_length} bytes is over "
+                f"the {limit // MiB} MiB limit for {kind} bodies")
