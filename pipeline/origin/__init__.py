@@ -1,17 +1,18 @@
 """The origin: a quart-trio app serving the live build and the delivery APIs.
 
-The APIs (REST/JSON:API and the Flowbox feed in ``rest.py``, GraphQL in ``graphql_api.py``)
-register their routes on the app before the catch-all route of the live site's files.
+The APIs (REST/JSON:API and the Flowbox feed in ``rest.py``, GraphQL in ``graphql_api.py``,
+the admin endpoints of ``flowcms up`` in ``admin.py``) register their routes before the
+catch-all route of the live site's files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from pipeline.origin import graphql_api, rest
 from pipeline.origin.live import LiveIndex
 from pipeline.origin.static import LiveSite
 from pipeline.store import Store
@@ -31,8 +32,8 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
         from pipeline.origin import admin
 
         admin.register(app, publisher, admin_token)
-    for register in _api_modules():
-        register(app, live)
+    rest.register(app, live)
+    graphql_api.register(app, live)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
     @app.route("/<path:path>", methods=ALL_METHODS)
@@ -50,18 +51,3 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
 
     return app
 
-
-def _api_modules() -> list[Callable[[QuartTrio, LiveIndex], None]]:
-    """Each API module's ``register(app, live)``; a module not written yet is simply absent."""
-    import importlib
-
-    found = []
-    for name in ("pipeline.origin.rest", "pipeline.origin.graphql_api"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        found.append(module.register)
-    return found
