@@ -74,7 +74,7 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
         edge_url = None
         process = None
         if edge:
-            process, edge_url = await _start_edge(host, port, origin_url, token)
+            process, edge_url = await _start_edge(host, port, origin_url, token, _edge_config(store, token))
             publisher.edges = [Edge(edge_url, token)]
             session = write_session(store, publisher.edges[0])  # `flowcms publish` elsewhere purges it too
             assert process.stderr is not None
@@ -128,10 +128,27 @@ async def _schedule(publisher: Publisher, store: Store, say: Callable[[str], Any
         say(record.summary())
 
 
-async def _start_edge(host: str, port: int, origin_url: str, token: str) -> tuple[trio.Process, str]:
+def _edge_config(store: Store, token: str) -> Path:
+    """The edge's settings for the session: the API gateway in front of the cache. Reads of
+    published content are public (rate-limited per client address); publishing and rolling
+    back need the session's admin token, here also an API key with the admin role."""
+    path = store.root / "edge.toml"
+    routes = "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\npublic = true\n\n'
+                     for prefix in ("/api/v3", "/public/feed", "/graphql"))
+    routes += "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\nmin_role = "admin"\n\n'
+                      for prefix in ("/api/v3/publish", "/api/v3/rollback"))
+    text = ('[gateway]\nanonymous_tier = "anonymous"\n\n[gateway.tiers]\nanonymous = 10000\nadmin = 10000\n\n'
+            f'{routes}[[gateway.keys]]\nid = "session-admin"\nkey = "{token}"\nrole = "admin"\ntier = "admin"\n')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin token
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+async def _start_edge(host: str, port: int, origin_url: str, token: str, config: Path) -> tuple[trio.Process, str]:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "edgeproxy", "--listen", f"{host}:{port}", "--origin", origin_url,
-         "--purge-token", token, "--log-format", "off"],
+         "--purge-token", token, "--log-format", "off", "--config", str(config)],
         stderr=subprocess.PIPE)
     assert process.stderr is not None
     output = b""

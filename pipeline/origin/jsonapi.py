@@ -35,8 +35,10 @@ JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 JSON_MEDIA_TYPE = "application/json"
 API_PREFIX = "/api/v3"
 #: Same as pages (static.py): edges keep answers for a year because publish purges exactly
-#: the keys below; browsers revalidate every time (ETag → 304). SWR/SIE per RFC 5861.
-CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-while-revalidate=60, stale-if-error=86400"
+#: the keys below; browsers revalidate every time (ETag → 304). No stale-while-revalidate:
+#: after a publish's soft purge the edge must revalidate *before* answering (a cheap 304 when
+#: the answer did not change), never serve the pre-publish answer once more. SIE per RFC 5861.
+CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-if-error=86400"
 #: For answers no publish purges (unknown routes and feeds, the OpenAPI document).
 SHORT_CACHE_CONTROL = "public, max-age=0, s-maxage=60"
 NO_STORE = "no-store"
@@ -356,7 +358,7 @@ def list_document(records: Sequence[Mapping[str, Any]], params: ListParams, *, p
         "data": [content_resource(r, body=bodies.get(r["id"]),
                                   toc=fields is not None and "toc" in fields, fields=fields) for r in records],
         "links": page_links(path, params.args, next_cursor),
-        "meta": {"total": total, "build": build_id},
+        "meta": {"total": total},
     }
     if params.include_author:
         doc["included"] = _included(records, authors, params.fields)
@@ -370,7 +372,7 @@ def single_document(record: Mapping[str, Any], params: SingleParams, *, path: st
     wants = (lambda name: True) if fields is None else fields.__contains__
     doc: dict[str, Any] = {
         "data": content_resource(record, body=body if wants("body") else None, toc=wants("toc"), fields=fields),
-        "links": {"self": path}, "meta": {"build": build_id},
+        "links": {"self": path},
     }
     if params.include_author:
         doc["included"] = _included([record], authors, params.fields)
@@ -379,11 +381,11 @@ def single_document(record: Mapping[str, Any], params: SingleParams, *, path: st
 
 def collection_document(resources: list[dict[str, Any]], *, path: str, build_id: str) -> dict[str, Any]:
     """An unpaginated collection (authors, tags, media)."""
-    return {"data": resources, "links": {"self": path}, "meta": {"total": len(resources), "build": build_id}}
+    return {"data": resources, "links": {"self": path}, "meta": {"total": len(resources)}}
 
 
 def resource_document(resource: dict[str, Any], *, path: str, build_id: str) -> dict[str, Any]:
-    return {"data": resource, "links": {"self": path}, "meta": {"build": build_id}}
+    return {"data": resource, "links": {"self": path}}
 
 
 def _included(records: Iterable[Mapping[str, Any]], authors: Mapping[str, Mapping[str, Any]],

@@ -13,8 +13,10 @@ from pipeline.origin.conditional import etag_for, none_match
 from pipeline.store import Manifest, ManifestItem, Store
 
 # Edges keep pages for a year because publish purges exactly what changed; browsers
-# revalidate every time (ETag → 304). SWR/SIE windows follow RFC 5861.
-PAGE_CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-while-revalidate=60, stale-if-error=86400"
+# revalidate every time (ETag → 304). No stale-while-revalidate window: a page that was
+# (soft-)purged is revalidated before it is served again, so a publish is live at once;
+# stale-if-error (RFC 5861) still covers an origin that is down.
+PAGE_CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-if-error=86400"
 NOT_FOUND_CACHE_CONTROL = "public, max-age=0, s-maxage=60"
 
 

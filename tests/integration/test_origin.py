@@ -50,7 +50,8 @@ async def test_origin_serves_live_build_with_validators(tmp_path: Path) -> None:
             assert r.headers["etag"] == f'"{item.blob[:32]}"'
             assert r.content == store.read(item.blob)
             assert "s-maxage=31536000" in r.headers["cache-control"]
-            assert "stale-while-revalidate" in r.headers["cache-control"]
+            assert "stale-if-error" in r.headers["cache-control"]
+            assert "stale-while-revalidate" not in r.headers["cache-control"]  # live at once after a purge
             assert set(r.headers["surrogate-key"].split()) == set(item.keys)
 
             # 304 on If-None-Match (weak comparison, lists, *), with the validators and no body

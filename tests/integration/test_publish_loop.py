@@ -149,7 +149,8 @@ async def test_publish_api_needs_the_admin_token(stack: Stack) -> None:
                 await trio.sleep(0.05)
         metrics = await client.get("/metrics")
         rolled_nothing = await client.post("/api/v3/rollback", headers={"Authorization": f"Bearer {stack.token}"})
-    assert (anonymous.status_code, wrong.status_code, started.status_code) == (401, 403, 202)
+    # the edge's gateway refuses both before the origin sees them: no key, and a key it does not know
+    assert (anonymous.status_code, wrong.status_code, started.status_code) == (401, 401, 202)
     nothing_before = rolled_nothing.json()["errors"][0]
     assert (rolled_nothing.status_code, nothing_before["code"]) == (409, "CONFLICT")
     assert 'flowcms_publishes_total{status="unchanged"} 1' in metrics.text.splitlines()
@@ -285,3 +286,34 @@ async def test_rollback_api_brings_back_the_old_page(stack: Stack) -> None:
     assert rolled.status_code == 200
     assert rolled.json()["data"]["attributes"]["status"] == "live everywhere"
     assert back.headers["etag"] == before.headers["etag"]
+
+
+async def test_delivery_apis_through_the_edge_are_cached_and_purged_on_publish(stack: Stack) -> None:
+    """REST, feed and GraphQL answers: MISS then HIT at the edge with rate-limit headers, and a
+    publish that changes an entry purges exactly the API answers that show it (api: keys)."""
+    rest = "/api/v3/posts?limit=5"
+    graphql = "/graphql?query=%7B%20contents(first%3A%205)%20%7B%20edges%20%7B%20node%20%7B%20id%20title%20%7D%20%7D%20%7D%20%7D"
+    feed = "/public/feed/blog"
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            first = {path: await client.get(path) for path in (rest, graphql, "/api/v3/tags")}
+            second = {path: await client.get(path) for path in (rest, graphql, "/api/v3/tags")}
+            count = len(stack.records())
+            title = "First Post, Renamed"
+            write_files(stack.site, {"blog/first.md": TINY_SITE["blog/first.md"].replace("First Post", title)})
+            git_commit(stack.site, "rename first")
+            record = await stack.next_record(count)
+            after = {path: await client.get(path) for path in (rest, graphql, "/api/v3/tags")}
+            missing_feed = await client.get(feed)
+    assert record["status"] == "live everywhere"
+    for path in (rest, graphql):
+        assert first[path].status_code == 200, first[path].text
+        assert "fwd=uri-miss" in first[path].headers["cache-status"]
+        assert "hit" in second[path].headers["cache-status"]
+        assert second[path].headers["x-ratelimit-limit"] == "10000"  # the gateway counted the hit too
+        assert title in after[path].text  # purged by api: keys and fetched again
+        assert after[path].headers["etag"] != second[path].headers["etag"]
+    # the tag list may show the entry (api:tags was soft-purged) but did not change: the edge
+    # revalidated it (a 304 from the origin) and kept the same answer and ETag
+    assert after["/api/v3/tags"].headers["etag"] == second["/api/v3/tags"].headers["etag"]
+    assert missing_feed.status_code == 404  # the tiny site defines no feeds
