@@ -26,7 +26,7 @@ JSON_API = "application/vnd.api+json"
 ATOM = "application/atom+xml; charset=utf-8"
 XML = "application/xml; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
-RENDERER_VERSION = "1"  # bump when rendering code changes output for the same inputs
+RENDERER_VERSION = "2"  # bump when rendering code changes output for the same inputs
 
 
 def fingerprint(*parts: object) -> str:
@@ -264,6 +264,12 @@ def plan_outputs(site: SiteInputs) -> list[OutputSpec]:
                           params={"urls": urls}))
     out.append(OutputSpec(path="/404.html", kind="notfound", media_type=HTML, keys=("page:404",),
                           fingerprint=fingerprint("404", tfp["404.html"], sfp)))
+    feeds = site.config.feeds_json()
+    if feeds:  # the Flowbox feeds' definitions: a change purges those feeds' answers (api:feed:<key>)
+        out.append(OutputSpec(path="/public/feeds.json", kind="feeds", media_type=JSON_API,
+                              keys=("feeds", *(f"api:feed:{key}" for key in feeds)),
+                              fingerprint=fingerprint("feeds", RENDERER_VERSION, sorted(feeds.items())),
+                              params={"feeds": feeds}))
     out.append(OutputSpec(path="/robots.txt", kind="robots", media_type=TEXT, keys=("robots",),
                           fingerprint=fingerprint("robots", site.config.base_url)))
     for path, blob in site.assets.items():

@@ -131,4 +131,6 @@ def purge_set(diff: BuildDiff) -> PurgeSet:
                 keys.add("api:authors")
         elif k == "media":
             keys.add("api:media")
+        elif k.startswith("api:"):
+            keys.add(k)  # an output that stands for API answers (/public/feeds.json: api:feed:<key>)
     return PurgeSet(paths=diff.paths, keys=tuple(sorted(keys)))

@@ -185,6 +185,12 @@ class Renderer:
             return self._page("sitemap.xml", spec.path, urls=urls)
         if kind == "notfound":
             return self._page("404.html", spec.path)
+        if kind == "feeds":
+            return canonical_json({
+                "data": [{"type": "feeds", "id": key, "attributes": spec_,
+                          "links": {"self": f"/public/feed/{key}"}} for key, spec_ in p["feeds"].items()],
+                "meta": {"total": len(p["feeds"])},
+            })
         if kind == "robots":
             return f"User-agent: *\nAllow: /\nSitemap: {self.config.base_url}/sitemap.xml\n".encode()
         if kind == "file":

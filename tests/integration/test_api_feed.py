@@ -265,8 +265,9 @@ async def test_feed_cursor_is_stable_while_entries_are_published(nursery: trio.N
 
 
 async def test_feed_definitions_follow_the_content_repo(nursery: trio.Nursery, tmp_path: Path) -> None:
-    """Editing only [feeds.*] in flowcms.toml changes no page (same build id), yet the origin
-    serves the new definitions at once; a site without feeds has none (404)."""
+    """Editing only [feeds.*] in flowcms.toml changes no page, but the build's /public/feeds.json
+    (so a publish purges the feed's answers, api:feed:<key>); the origin serves the new
+    definitions at once; a site without feeds has none (404)."""
     site = make_site(tmp_path / "site")
     store = Store(tmp_path / "state")
     first = build_and_publish(site, store)
@@ -276,7 +277,7 @@ async def test_feed_definitions_follow_the_content_repo(nursery: trio.Nursery, t
         write_files(site, {"flowcms.toml": TINY_SITE["flowcms.toml"] + '[feeds.blog]\ntitle = "B"\n'
                                                                        'contentType = "blog"\n'})
         git_commit(site)
-        assert build_and_publish(site, store) == first
+        assert build_and_publish(site, store) != first
         doc = (await http.get("/public/feed/blog")).json()
         assert doc["title"] == "B"
         assert len(doc["posts"]) == 3

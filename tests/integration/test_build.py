@@ -12,7 +12,7 @@ from support.sites import TINY_SITE, git_commit, make_site, write_files
 from pipeline.build import BuildOptions, build_site
 from pipeline.errors import BuildFailed, ContentError, StoreError, TemplateError
 from pipeline.index import body_blobs, open_index
-from pipeline.publish import diff_builds, publish
+from pipeline.publish import diff_builds, publish, purge_set
 from pipeline.source import DirSource, GitSource
 from pipeline.store import STATE_FILE, STATE_VERSION, Store
 
@@ -338,3 +338,18 @@ def test_gc_refuses_when_a_kept_index_is_unreadable(site: Path, store: Store) ->
     with pytest.raises(StoreError, match="gc stopped, nothing removed"):
         store.gc(keep=1)
     assert sum(1 for _ in store.blobs.rglob("*") if _.is_file()) == blobs
+
+
+def test_a_feed_definition_change_purges_that_feeds_api_answers(site: Path, store: Store) -> None:
+    config = TINY_SITE["flowcms.toml"] + '\n[feeds.news]\ntitle = "News"\ntag = "news"\n'
+    write_files(site, {"flowcms.toml": config})
+    git_commit(site)
+    first = build(site, store)
+    item = store.manifest(first.build_id)["/public/feeds.json"]
+    assert "api:feed:news" in item.keys
+    write_files(site, {"flowcms.toml": config.replace('tag = "news"', 'tag = "intro"')})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    diff = diff_builds(store, first.build_id, second.build_id)
+    assert diff.changed == ("/public/feeds.json",)  # no page changed
+    assert purge_set(diff).keys == ("api:feed:news",)
