@@ -33,6 +33,7 @@ class Stack:
     url: str
     token: str
     process: trio.Process
+    origin: str = ""
 
     def records(self) -> list[dict[str, object]]:
         path = self.site / ".flowcms" / "publishes.jsonl"
@@ -66,10 +67,12 @@ async def stack(tmp_path: Path, up_options: list[str]) -> AsyncIterator[Stack]:
                 assert chunk, f"flowcms up exited early: {output!r}"
                 output += chunk
         url = re.search(rb"site:\s+(http://\S+?)/?\s", output)
+        origin_url = re.search(rb"origin: (http://\S+?)/?\s", output)
         token = re.search(rb"admin token for this session: (\S+)", output)
         assert url is not None, output
         assert token is not None, output
-        yield Stack(site, url.group(1).decode(), token.group(1).decode(), process)
+        yield Stack(site, url.group(1).decode(), token.group(1).decode(), process,
+                    origin_url.group(1).decode() if origin_url else "")
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -317,3 +320,67 @@ async def test_delivery_apis_through_the_edge_are_cached_and_purged_on_publish(s
     # revalidated it (a 304 from the origin) and kept the same answer and ETag
     assert after["/api/v3/tags"].headers["etag"] == second["/api/v3/tags"].headers["etag"]
     assert missing_feed.status_code == 404  # the tiny site defines no feeds
+
+
+async def test_publish_truth_no_stale_url_after_random_edits(stack: Stack) -> None:
+    """A few dozen random edits (body, title, tags, add, delete, template, author), each published
+    by the watcher: after every publish, every URL of the live manifest answers the same through
+    the edge as at the origin (zero stale URLs), and the purge set is the manifest diff."""
+    import random
+
+    from pipeline.publish import diff_builds
+    from pipeline.store import Store
+
+    rng = random.Random(20261124)
+    store = Store(stack.site / ".flowcms")
+    added: list[str] = []
+    entries = ["blog/first.md", "blog/second.md", "blog/third.md"]
+    texts = {path: TINY_SITE[path] for path in entries}
+
+    def edit(step: int) -> dict[str, str | None]:
+        kind = rng.choice(["body", "title", "tags", "add", "delete", "template", "author"])
+        if kind == "add" or (kind == "delete" and not added):
+            path = f"blog/gen-{step}.md"
+            added.append(path)
+            return {path: f"---\ntitle: Generated {step}\nstatus: published\nauthor: bob\ntags: [gen]\n"
+                          f"publishedAt: 2026-0{1 + step % 9}-1{step % 10}T08:00:00Z\n---\nGenerated body {step}.\n"}
+        if kind == "delete":
+            return {added.pop(rng.randrange(len(added))): None}
+        if kind == "template":
+            return {"templates/partials/card.html": '<article class="card"><a href="{{ entry.url }}">'
+                                                    f'{{{{ entry.title }}}}</a> v{step}</article>\n'}
+        if kind == "author":
+            return {"authors.yaml": TINY_SITE["authors.yaml"].replace("First programmer.", f"Bio {step}.")}
+        path = rng.choice(entries)
+        text = texts[path]
+        if kind == "body":
+            text += f"\nParagraph {step}.\n"
+        elif kind == "title":
+            title = text.split("title: ", 1)[1].split("\n", 1)[0]
+            text = text.replace(f"title: {title}", f"title: {title.split(' v')[0]} v{step}", 1)
+        else:
+            tags = text.split("tags: ", 1)[1].split("\n", 1)[0]
+            text = text.replace(f"tags: {tags}", f"tags: [{rng.choice(['intro', 'news', 'deep'])}]", 1)
+        texts[path] = text
+        return {path: text}
+
+    async with httpx.AsyncClient(base_url=stack.url) as edge, httpx.AsyncClient(base_url=stack.origin) as origin:
+        with trio.fail_after(BOUND_S * 4):
+            for step in range(30):
+                live_before = store.live()
+                count = len(stack.records())
+                write_files(stack.site, edit(step))
+                git_commit(stack.site, f"edit {step}")
+                record = await stack.next_record(count)
+                assert record["status"] in ("live everywhere", "unchanged"), record
+                live = store.live()
+                assert live is not None
+                if live_before is not None and live != live_before:
+                    diff = diff_builds(store, live_before, live)
+                    assert record["purge_paths"] == len(diff.paths)  # the purge set is the manifest diff
+                    for path in diff.removed:
+                        assert (await edge.get(path)).status_code == 404, path
+                for path in store.manifest(live):
+                    at_edge, at_origin = await edge.get(path), await origin.get(path)
+                    assert (at_edge.status_code, at_edge.content) == (at_origin.status_code, at_origin.content), \
+                        f"stale at the edge after edit {step}: {path}"
