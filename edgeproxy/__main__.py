@@ -102,15 +102,18 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 async def _supervise(config: ProxyConfig) -> None:
+    import signal
+
     from edgeproxy.supervisor import Supervisor, bind_listeners
 
     listeners = bind_listeners(config, config.workers)
     host, port = listeners[0].getsockname()[:2]
     supervisor = Supervisor(config, listeners)
-    click.echo(f"edgeproxy {os.getpid()}: listening on {host}:{port} with {config.workers} workers, "
-               f"origin {config.origin}{' (TLS)' if config.tls_cert else ''}", err=True)
     try:
-        await supervisor.run()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            click.echo(f"edgeproxy {os.getpid()}: listening on {host}:{port} with {config.workers} workers, "
+                       f"origin {config.origin}{' (TLS)' if config.tls_cert else ''}", err=True)
+            await supervisor.run(signals)
     finally:
         for sock in listeners:
             sock.close()

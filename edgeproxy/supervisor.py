@@ -76,15 +76,16 @@ class Supervisor:
         self.stopping = False
         self.all_exited = trio.Event()
 
-    async def run(self) -> None:
+    async def run(self, signals: Any) -> None:
+        """Until SIGINT/SIGTERM arrives on ``signals`` (a receiver the caller opened before it
+        announced the port, so a signal sent at once is not lost)."""
         async with trio.open_nursery() as nursery:
             for slot in range(len(self.listeners)):
                 nursery.start_soon(self._keep_running, slot, nursery)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("received %s: stopping %d workers (grace %g s)", signal.Signals(signum).name,
-                             len(self.processes), self.config.grace)
-                    break
+            async for signum in signals:
+                log.info("received %s: stopping %d workers (grace %g s)", signal.Signals(signum).name,
+                         len(self.processes), self.config.grace)
+                break
             self.stopping = True
             for process in list(self.processes.values()):
                 with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile

@@ -137,6 +137,7 @@ def _edge_config(store: Store, token: str) -> Path:
                      for prefix in ("/api/v3", "/public/feed", "/graphql"))
     routes += "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\nmin_role = "admin"\n\n'
                       for prefix in ("/api/v3/publish", "/api/v3/rollback"))
+    routes += '[[gateway.routes]]\nprefix = "/_preview"\nmin_role = "editor"\n\n'
     text = ('[gateway]\nanonymous_tier = "anonymous"\n\n[gateway.tiers]\nanonymous = 10000\nadmin = 10000\n\n'
             f'{routes}[[gateway.keys]]\nid = "session-admin"\nkey = "{token}"\nrole = "admin"\ntier = "admin"\n')
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin token

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from pipeline.origin import graphql_api, rest
+from pipeline.origin import graphql_api, preview, rest
 from pipeline.origin.live import LiveIndex
 from pipeline.origin.static import LiveSite
 from pipeline.store import Store
@@ -34,6 +34,7 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
         admin.register(app, publisher, admin_token)
     rest.register(app, live)
     graphql_api.register(app, live)
+    preview.register(app, store, admin_token)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
     @app.route("/<path:path>", methods=ALL_METHODS)

@@ -384,3 +384,30 @@ async def test_publish_truth_no_stale_url_after_random_edits(stack: Stack) -> No
                     at_edge, at_origin = await edge.get(path), await origin.get(path)
                     assert (at_edge.status_code, at_edge.content) == (at_origin.status_code, at_origin.content), \
                         f"stale at the edge after edit {step}: {path}"
+
+
+async def test_preview_of_a_branch_for_editors_only(stack: Stack) -> None:
+    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.org"]
+    for args in (["checkout", "-q", "-b", "draft-work"], None, ["add", "-A"], ["commit", "-qm", "draft"],
+                 ["checkout", "-q", "main"]):
+        if args is None:
+            write_files(stack.site, {"blog/preview-only.md": "---\ntitle: Preview Only\nstatus: published\n"
+                                                             "author: ada\npublishedAt: 2026-05-01T00:00:00Z\n---\nSoon.\n"})
+            continue
+        await trio.run_process([*git, *args], cwd=stack.site)
+    admin = {"Authorization": f"Bearer {stack.token}"}
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        with trio.fail_after(BOUND_S):
+            anonymous = await client.get("/_preview/draft-work/blog/preview-only/")
+            page = await client.get("/_preview/draft-work/blog/preview-only/", headers=admin)
+            redirect = await client.get("/_preview/draft-work/blog/preview-only", headers=admin)
+            live = await client.get("/blog/preview-only/")
+            unknown = await client.get("/_preview/no-such-branch/", headers=admin)
+    assert anonymous.status_code == 401  # the edge's gateway: previews need an editor
+    assert page.status_code == 200
+    assert "Soon." in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert redirect.status_code == 301
+    assert redirect.headers["location"] == "/_preview/draft-work/blog/preview-only/"
+    assert live.status_code == 404  # the branch is not published
+    assert unknown.status_code == 404
