@@ -870,9 +870,9 @@ def parse_h2load(out: str) -> dict[str, Any]:
     if not fin or not req:
         raise ValueError(f"unexpected h2load output:\n{out[-2000:]}")
     res: dict[str, Any] = {"rps": float(fin.group(1)), "requests": int(req.group(4))}
+    # h2load's "failed" already counts 4xx/5xx answers (HTTP-level failures): not added again
     res["errors"] = int(req.group(5)) + int(req.group(6)) + int(req.group(7))
     if codes:
-        res["errors"] += int(codes.group(3)) + int(codes.group(4))
         res["statuses"] = {"2xx": int(codes.group(1)), "3xx": int(codes.group(2))}
     lat = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
     if lat:
