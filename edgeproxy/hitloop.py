@@ -27,7 +27,7 @@ import trio
 from edgeproxy.errors import RemoteProtocolError
 from edgeproxy.exchange import request_id
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
-from edgeproxy.server import log_access, serialize
+from edgeproxy.server import log_access, serialize_parts
 
 if TYPE_CHECKING:
     from edgeproxy.server import FastSocket, Server
@@ -145,17 +145,18 @@ class HitLoop:
                 self._release(p, HEAD, head)
                 return
             rid = request_id(head.headers)
-            out = serialize(reply, rid, head_only=head.method == b"HEAD", close=False)
+            head_bytes, body = serialize_parts(reply, rid, head_only=head.method == b"HEAD", close=False)
+            total = len(head_bytes) + len(body)
             try:
-                sent = p.sock.send(out)
+                sent = p.sock.sendmsg((head_bytes, body)) if body else p.sock.send(head_bytes)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self._release(p, CLOSED)
                 return
-            counters.bytes_sent += len(out)
-            log_access(rid, head.method, head.target, reply.status, len(out), started, "HTTP/1.1")
-            if sent < len(out):
-                self._release(p, PENDING, out[sent:])
+            counters.bytes_sent += total
+            log_access(rid, head.method, head.target, reply.status, total, started, "HTTP/1.1")
+            if sent < total:
+                self._release(p, PENDING, (head_bytes + body)[sent:])
                 return
 

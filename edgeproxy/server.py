@@ -69,6 +69,13 @@ DATES = DateCache()
 
 def serialize(reply: Reply, rid: bytes, *, head_only: bool, close: bool) -> bytes:
     """A Reply as HTTP/1.1 bytes. Cached replies reuse their pre-serialized head."""
+    head, body = serialize_parts(reply, rid, head_only=head_only, close=close)
+    return head + body if body else head
+
+
+def serialize_parts(reply: Reply, rid: bytes, *, head_only: bool, close: bool) -> tuple[bytes, bytes]:
+    """The head bytes and the body to send after it: kept apart so a large cached body goes
+    out with one ``sendmsg`` instead of being copied into one buffer with its head."""
     prefix = reply.head
     tail = [b"date: ", DATES.get(), b"\r\nx-request-id: ", rid, b"\r\n"]
     for name, value in reply.extra:
@@ -82,8 +89,8 @@ def serialize(reply: Reply, rid: bytes, *, head_only: bool, close: bool) -> byte
         tail.append(b"connection: close\r\n")
     tail.append(b"\r\n")
     if head_only or not has_body(reply.status):
-        return prefix + b"".join(tail)
-    return prefix + b"".join(tail) + reply.body
+        return prefix + b"".join(tail), b""
+    return prefix + b"".join(tail), reply.body
 
 
 def log_access(rid: bytes, method: bytes, target: bytes, status: int, size: int, started: float,
