@@ -247,6 +247,18 @@ def _chunks(n: int, workers: int) -> list[list[int]]:
     return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
 
+def _worker_signals() -> None:
+    """A forked render worker starts with default signal handling: a parent that catches
+    SIGTERM (a server under trio, e.g. ``flowcms up``'s origin) must not leave workers that
+    ignore the SIGTERM ``Pool.terminate`` sends — that hangs the pool's exit — nor writing
+    to the parent's wakeup fd."""
+    import signal
+
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _run_parallel(
     fn: Callable[[list[int]], list[Any]], n: int, workers: int,
     progress: Callable[[int, int], None] | None = None, *, meanwhile: Callable[[], None] | None = None,
@@ -263,7 +275,7 @@ def _run_parallel(
             meanwhile()
         return results
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=_worker_signals) as pool:
         results = []
         pending = pool.imap_unordered(fn, _chunks(n, workers))
         if meanwhile:

@@ -150,7 +150,7 @@ async def _start_edge(host: str, port: int, origin_url: str, token: str, config:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "edgeproxy", "--listen", f"{host}:{port}", "--origin", origin_url,
          "--purge-token", token, "--log-format", "off", "--config", str(config)],
-        stderr=subprocess.PIPE)
+        stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     assert process.stderr is not None
     output = b""
     with trio.move_on_after(EDGE_START_S):
@@ -164,6 +164,17 @@ async def _start_edge(host: str, port: int, origin_url: str, token: str, config:
         raise StackError(f"the edge proxy did not start: {output.decode(errors='replace').strip()}")
     edge_host = match.group(1).decode()
     return process, f"http://{edge_host}:{int(match.group(2))}"
+
+
+def _die_with_parent() -> None:
+    """In the edge's child process: SIGTERM when `flowcms up` dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG), so a killed stack never leaves an orphan edge holding the port."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the orphan edge stops at its next SIGTERM like any server
 
 
 async def _forward(stream: trio.abc.ReceiveStream) -> None:

@@ -353,3 +353,26 @@ def test_a_feed_definition_change_purges_that_feeds_api_answers(site: Path, stor
     diff = diff_builds(store, first.build_id, second.build_id)
     assert diff.changed == ("/public/feeds.json",)  # no page changed
     assert purge_set(diff).keys == ("api:feed:news",)
+
+
+def test_render_workers_start_with_default_signal_handling(tmp_path: Path) -> None:
+    """A server that catches SIGTERM (trio, hypercorn) forks the render pool: its workers must
+    not inherit the handler, or Pool.terminate's SIGTERM does not stop a worker blocked on the
+    task queue and the pool's exit hangs (seen once in the suite; timing-dependent)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)  # as a server under trio would\n"
+        "signal.signal(signal.SIGINT, lambda *_: None)\n"
+        "from pipeline.build import PARALLEL_THRESHOLD, _run_parallel\n"
+        "def dispositions(indices):\n"
+        "    return [(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,\n"
+        "             signal.getsignal(signal.SIGINT) == signal.SIG_DFL) for _ in indices]\n"
+        "seen = _run_parallel(dispositions, PARALLEL_THRESHOLD, 2)\n"
+        "print(len(seen), all(term and intr for term, intr in seen))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=True, text=True,
+                          cwd=tmp_path)
+    assert done.stdout.split() == ["128", "True"]

@@ -411,3 +411,75 @@ async def test_preview_of_a_branch_for_editors_only(stack: Stack) -> None:
     assert redirect.headers["location"] == "/_preview/draft-work/blog/preview-only/"
     assert live.status_code == 404  # the branch is not published
     assert unknown.status_code == 404
+
+
+async def test_sigkill_of_the_stack_mid_publish_leaves_a_whole_live_build(stack: Stack) -> None:
+    """SIGKILL `flowcms up` right after a commit (its publish is in flight): the live build is
+    complete (its manifest, index and every blob are there), the edge child goes too, and a
+    new `up` serves every URL of it, through the edge, as the origin does."""
+    import os
+
+    from pipeline.store import Store
+
+    edge_pid = _child_pids(stack.process.pid)
+    write_files(stack.site, {"blog/second.md": TINY_SITE["blog/second.md"] + "\nKilled mid-publish.\n"})
+    git_commit(stack.site, "edit before the kill")
+    await trio.sleep(0.15)  # the watcher has seen it: the publish is running
+    os.kill(stack.process.pid, signal.SIGKILL)
+    with trio.fail_after(BOUND_S):
+        await stack.process.wait()
+        while any(_alive(pid) for pid in edge_pid):  # noqa: ASYNC110 — no event for another process's death
+            await trio.sleep(0.05)
+    store = Store(stack.site / ".flowcms")
+    live = store.live()
+    assert live is not None
+    manifest = store.manifest(live)
+    assert (store.build_dir(live) / "index.sqlite").exists()
+    assert all(store.has(item.blob) for item in manifest.values())
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pipeline.cli", "--site", str(stack.site), "up", "--port", "0", "--origin-port", "0",
+         "--no-watch"], cwd=ROOT, stdout=subprocess.PIPE, env={"NO_COLOR": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    try:
+        output = b""
+        with trio.fail_after(BOUND_S):
+            assert process.stdout is not None
+            while b"stops." not in output:
+                chunk = await process.stdout.receive_some(4096)
+                assert chunk, output
+                output += chunk
+            site = re.search(rb"site:\s+(http://\S+?)/?\s", output)
+            origin = re.search(rb"origin: (http://\S+?)/?\s", output)
+            assert site is not None
+            assert origin is not None
+            async with httpx.AsyncClient(base_url=site.group(1).decode()) as edge, \
+                    httpx.AsyncClient(base_url=origin.group(1).decode()) as direct:
+                for path in store.manifest(store.live() or live):
+                    a, b = await edge.get(path), await direct.get(path)
+                    assert (a.status_code, a.content) == (b.status_code, b.content), path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(20):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _child_pids(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
