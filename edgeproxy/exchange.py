@@ -13,6 +13,9 @@ is a shared-safe server error; otherwise each waiter asks the origin itself, so 
 ``private`` or ``Set-Cookie`` answer never reaches another client (Varnish's waiting list
 behaves the same way). A purge that lands while a fetch is in flight marks what that
 fetch stores as stale: the origin may have answered before the publish that caused it.
+For the same reason a tagged purge's first fresh answer (``publish_metrics.py``) must come
+from an origin request that started after it; that bookkeeping runs only where an answer
+from the origin is stored, never on a cache hit.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from edgeproxy.gateway import (
 from edgeproxy.h2wire import encode_block
 from edgeproxy.headers import format_cache_status, get_header, vary_value
 from edgeproxy.http1 import format_head_prefix
+from edgeproxy.publish_metrics import PublishLog, merge_snapshots, summarize
 from edgeproxy.purge import (
     REALM,
     PurgeSpec,
@@ -219,6 +223,7 @@ class Exchange:
         self.revalidating: set[bytes] = set()
         self.purge_epoch = 0  # bumped by every purge; see the module docstring
         self.counters = Counters()
+        self.publishes = PublishLog()  # tagged purges and their first fresh answers
         self.nursery = nursery  # background revalidations live here (server-owned)
         self.bus: WorkerBus | None = None  # set when this is one of several workers
         # The API gateway (gateway.py) for requests under its routes; None costs one test per request.
@@ -469,7 +474,18 @@ class Exchange:
         epoch = self.purge_epoch
         response, t0, t1 = await self.origin(b"GET", target, request, b"", stream=True)
         obj = self.store_response(key, target, request, response, t0, t1, stale=epoch != self.purge_epoch)
+        if obj is not None and self.publishes.pending:
+            self.stored_fresh(target, obj, epoch, t1)
         return Filled(response, obj)
+
+    def stored_fresh(self, target: bytes, obj: CachedObject, epoch: int, at: float) -> None:
+        """An origin answer was stored: the first fresh 200 of a waiting publish? Other workers
+        hear of it, so every worker's log has the earliest one (``publish_metrics.py``)."""
+        if obj.status != 200:
+            return
+        firsts = self.publishes.served_fresh(path_of(target), obj.stored.surrogate_keys, epoch=epoch, now=at)
+        if firsts and self.bus is not None:
+            self.nursery.start_soon(self.bus.fan_out, "publish_fresh", {"ids": firsts, "at": at})
 
     def store_response(self, key: bytes, target: bytes, request_headers: list[tuple[bytes, bytes]],
                        response: UpstreamResponse, t0: float, t1: float, *,
@@ -525,6 +541,8 @@ class Exchange:
         if response.status >= 500:
             return response
         fresh = self.store_response(key, target, request, response, t0, t1, stale=epoch != self.purge_epoch)
+        if fresh is not None and self.publishes.pending:
+            self.stored_fresh(target, fresh, epoch, t1)
         if fresh is None:
             # The new answer may not be stored: the old one must not be served any more either.
             self.cache.remove(key)
@@ -610,10 +628,11 @@ class Exchange:
         if spec is None:
             return error_reply(400, "BAD_REQUEST", f"invalid purge body: {body_error}")
         self.counters.purges += 1
-        count = self.purge_here(spec)
+        received = time.time()  # every worker times the publish from this arrival
+        count = self.purge_here(spec, received)
         workers, missed = 1, 0
         if self.bus is not None:
-            results, missed = await self.bus.fan_out("purge", spec_to_wire(spec))
+            results, missed = await self.bus.fan_out("purge", {**spec_to_wire(spec), "received": received})
             count += sum(int(r.get("purged", 0)) for r in results)
             workers = self.bus.workers
         data: dict[str, object] = {"purged": count, "soft": spec.soft, "workers": workers}
@@ -624,8 +643,10 @@ class Exchange:
             return Reply(503, fields, json.dumps(data).encode())
         return Reply(200, fields, json.dumps(data).encode())
 
-    def purge_here(self, spec: PurgeSpec) -> int:
+    def purge_here(self, spec: PurgeSpec, received: float) -> int:
         self.purge_epoch += 1
+        if spec.publish is not None:
+            self.publishes.purged(spec, epoch=self.purge_epoch, received=received)
         count = apply_purge(self.cache, spec)
         self.counters.purged_objects += count
         return count
@@ -633,9 +654,14 @@ class Exchange:
     def bus_request(self, op: str, data: dict[str, Any]) -> dict[str, Any]:
         """Another worker's fan-out, relayed by the supervisor (``bus.py``)."""
         if op == "purge":
-            return {"purged": self.purge_here(spec_from_wire(data))}
+            return {"purged": self.purge_here(spec_from_wire(data), float(data["received"]))}
+        if op == "publish_fresh":
+            for ident in data["ids"]:
+                self.publishes.heard_fresh(str(ident), float(data["at"]))
+            return {}
         if op == "stats":
-            return {"counters": self.counters.snapshot(), "cache": dataclasses.asdict(self.cache.statistics())}
+            return {"counters": self.counters.snapshot(), "cache": dataclasses.asdict(self.cache.statistics()),
+                    "publish": self.publishes.snapshot()}
         raise ValueError(f"unknown bus operation {op!r}")
 
     async def internal(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
@@ -659,17 +685,20 @@ class Exchange:
             return error_reply(404, "NOT_FOUND", "no such edge endpoint")
         counters = self.counters.snapshot()
         cache = dataclasses.asdict(self.cache.statistics())
-        if self.bus is not None:  # every worker's numbers, summed
+        publish = self.publishes.snapshot()
+        if self.bus is not None:  # every worker's numbers, summed; publishes joined per id
             results, _missed = await self.bus.fan_out("stats", {})
             counters = merge_numbers([counters, *(r["counters"] for r in results)])
             cache = merge_numbers([cache, *(r["cache"] for r in results)])
             cache["workers"] = 1 + len(results)
+            publish = merge_snapshots([publish, *(r["publish"] for r in results if "publish" in r)])
         gateway = dataclasses.asdict(self.gateway.statistics()) if self.gateway is not None else None
+        summary = summarize(publish)
         if path == b"/.edge/stats":
             return Reply(200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-                         format_json(counters, cache, gateway))
+                         format_json(counters, cache, gateway, summary))
         return Reply(200, [(b"content-type", b"text/plain; version=0.0.4"), (b"cache-control", b"no-store")],
-                     format_prometheus(counters, cache, gateway))
+                     format_prometheus(counters, cache, gateway, summary))
 
 
 def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:

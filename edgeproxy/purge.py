@@ -4,18 +4,26 @@ Two ways in, one meaning: ``PURGE /path`` (one path; ``Soft-Purge: 1`` for soft)
 ``POST /.edge/purge`` with ``{"paths": [], "keys": [], "prefixes": [], "soft": false}``.
 A soft purge marks objects stale (the next request revalidates with the stored validators,
 serving stale meanwhile where SWR allows); a hard purge removes them.
+
+A publisher may tag the body with the publish it belongs to, ``"publish": {"id": "pub_…",
+"seen": <epoch seconds the commit was seen>}``, so the edge can time the publish
+(``publish_metrics.py``); bodies without it mean what they always did.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
 REALM = b'Bearer realm="edgeproxy purge"'
 _TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"  # RFC 3986 reserved + '%': only what a target could not carry is escaped
+# A publish id becomes a Prometheus label value and a JSON string: short, and nothing to escape.
+PUBLISH_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +34,20 @@ class Denial:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PublishTag:
+    """The publish a purge belongs to, as the publisher names and times it."""
+
+    id: str  # the publisher's publish id; one publish may send several purge batches
+    seen: float  # epoch seconds when the publisher saw the commit (its clock, not ours)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PurgeSpec:
     paths: tuple[bytes, ...] = ()
     keys: tuple[bytes, ...] = ()
     prefixes: tuple[bytes, ...] = ()
     soft: bool = False
+    publish: PublishTag | None = None
 
 
 class Purgeable(Protocol):
@@ -68,9 +85,9 @@ def parse_purge_body(body: bytes) -> PurgeSpec:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(spec, dict):
         raise ValueError("expected a JSON object")
-    unknown = set(spec) - {"paths", "keys", "prefixes", "soft"}
+    unknown = set(spec) - {"paths", "keys", "prefixes", "soft", "publish"}
     if unknown:
-        raise ValueError(f"unknown field {sorted(unknown)[0]!r} (paths, keys, prefixes, soft)")
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r} (paths, keys, prefixes, soft, publish)")
     lists: dict[str, tuple[bytes, ...]] = {}
     for name in ("paths", "keys", "prefixes"):
         value = spec.get(name, [])
@@ -80,8 +97,24 @@ def parse_purge_body(body: bytes) -> PurgeSpec:
     soft = spec.get("soft", False)
     if not isinstance(soft, bool):
         raise ValueError("soft must be true or false")
+    publish = parse_publish_tag(spec["publish"]) if "publish" in spec else None
     return PurgeSpec(paths=tuple(path_of(p) for p in lists["paths"]), keys=lists["keys"],
-                     prefixes=lists["prefixes"], soft=soft)
+                     prefixes=lists["prefixes"], soft=soft, publish=publish)
+
+
+def parse_publish_tag(value: object) -> PublishTag:
+    """The ``publish`` member of a purge body, checked strictly: it ends up in metrics and labels."""
+    if not isinstance(value, dict):
+        raise ValueError('publish must be an object {"id": "...", "seen": <epoch seconds>}')
+    unknown = set(value) - {"id", "seen"}
+    if unknown:
+        raise ValueError(f"unknown field publish.{sorted(unknown)[0]} (id, seen)")
+    ident, seen = value.get("id"), value.get("seen")
+    if not (isinstance(ident, str) and PUBLISH_ID.fullmatch(ident)):
+        raise ValueError("publish.id must be a string of 1 to 128 letters, digits, '.', '_', ':' or '-'")
+    if isinstance(seen, bool) or not isinstance(seen, (int, float)) or not math.isfinite(seen) or seen <= 0:
+        raise ValueError("publish.seen must be a positive number (epoch seconds when the commit was seen)")
+    return PublishTag(id=ident, seen=float(seen))
 
 
 def apply_purge(cache: Purgeable, spec: PurgeSpec) -> int:
@@ -98,8 +131,9 @@ def apply_purge(cache: Purgeable, spec: PurgeSpec) -> int:
 
 def spec_to_wire(spec: PurgeSpec) -> dict[str, object]:
     """A PurgeSpec as JSON-ready data for the worker bus (bytes as latin-1, losslessly)."""
+    publish = None if spec.publish is None else {"id": spec.publish.id, "seen": spec.publish.seen}
     return {"paths": [p.decode("latin-1") for p in spec.paths], "keys": [k.decode("latin-1") for k in spec.keys],
-            "prefixes": [p.decode("latin-1") for p in spec.prefixes], "soft": spec.soft}
+            "prefixes": [p.decode("latin-1") for p in spec.prefixes], "soft": spec.soft, "publish": publish}
 
 
 def spec_from_wire(data: dict[str, object]) -> PurgeSpec:
@@ -108,4 +142,10 @@ def spec_from_wire(data: dict[str, object]) -> PurgeSpec:
         assert isinstance(value, list)
         return tuple(str(v).encode("latin-1") for v in value)
 
-    return PurgeSpec(paths=items("paths"), keys=items("keys"), prefixes=items("prefixes"), soft=bool(data.get("soft")))
+    publish = data.get("publish")
+    tag = None
+    if publish is not None:
+        assert isinstance(publish, dict)
+        tag = PublishTag(id=str(publish["id"]), seen=float(publish["seen"]))
+    return PurgeSpec(paths=items("paths"), keys=items("keys"), prefixes=items("prefixes"), soft=bool(data.get("soft")),
+                     publish=tag)

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgeproxy import publish_metrics
+
 
 @dataclass(slots=True)
 class Counters:
@@ -68,15 +70,19 @@ def merge_numbers(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def format_json(counters: dict[str, int], cache: dict[str, Any], gateway: dict[str, int] | None = None) -> bytes:
+def format_json(counters: dict[str, int], cache: dict[str, Any], gateway: dict[str, int] | None = None,
+                publish: dict[str, Any] | None = None) -> bytes:
+    """``publish`` is ``publish_metrics.summarize``'s result."""
     data: dict[str, Any] = {"counters": counters, "cache": cache}
     if gateway is not None:
         data["gateway"] = gateway
+    if publish is not None:
+        data["publish"] = publish
     return json.dumps(data, sort_keys=True).encode()
 
 
 def format_prometheus(counters: dict[str, int], cache: dict[str, Any],
-                      gateway: dict[str, int] | None = None) -> bytes:
+                      gateway: dict[str, int] | None = None, publish: dict[str, Any] | None = None) -> bytes:
     lines: list[str] = []
     for name, value in sorted((gateway or {}).items()):  # buckets is a gauge, the rest only grow
         metric = f"edgeproxy_gateway_{name}" + ("" if name == "buckets" else "_total")
@@ -95,4 +101,6 @@ def format_prometheus(counters: dict[str, int], cache: dict[str, Any],
             lines += [f"# TYPE edgeproxy_cache_{name}_total counter", f"edgeproxy_cache_{name}_total {value}"]
         else:
             lines += [f"# TYPE edgeproxy_cache_{name} gauge", f"edgeproxy_cache_{name} {value}"]
+    if publish is not None:
+        lines += publish_metrics.format_prometheus_lines(publish)
     return ("\n".join(lines) + "\n").encode()

@@ -4,6 +4,10 @@ An edge is any proxy that speaks edgeproxy's purge protocol (``POST /.edge/purge
 bearer token and ``{"paths", "keys", "soft"}``; the answer counts what it purged). A
 publish is "live everywhere" only when every edge acknowledged every batch; what did not
 get through is reported with the reason, never dropped silently.
+
+Each batch may name its publish (``"publish": {"id", "seen"}``) so the edge can time it
+(commit → purge → first fresh answer, in its metrics). An edge that does not know the field
+answers 400; the batch is then sent again untagged, so a publish never fails for it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from pipeline.store import Store
 
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)  # after the first attempt: three retries, then give up
 REQUEST_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishTag:
+    """The publish a purge belongs to: its id and when its commit was seen (epoch seconds)."""
+
+    id: str
+    seen: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "seen": self.seen}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +91,32 @@ class PurgeAck:
                 "attempts": self.attempts, "error": self.error}
 
 
-async def purge_edge(client: httpx.AsyncClient, edge: Edge, purges: PurgeSet, *, soft: bool) -> PurgeAck:
-    """Every batch acknowledged by ``edge`` (with retries), or the reason it was not."""
+async def purge_edge(client: httpx.AsyncClient, edge: Edge, purges: PurgeSet, *, soft: bool,
+                     publish: PublishTag | None = None) -> PurgeAck:
+    """Every batch acknowledged by ``edge`` (with retries), or the reason it was not; each
+    batch tagged with ``publish`` while the edge accepts the tag."""
     started = time.perf_counter()
     ack = PurgeAck(edge.url, ok=True)
     headers = {"Authorization": f"Bearer {edge.token}"} if edge.token else {}
+
+    async def post(body: dict[str, object]) -> httpx.Response:
+        # Changed paths are purged hard: their cached copies can never revalidate to a 304
+        # (the ETag is the content hash), so serving them stale would only delay the new
+        # version. Keys (API answers that may not have changed) are purged as asked.
+        sent: dict[str, object] = {**body, "soft": soft and "paths" not in body}
+        if publish is not None:
+            sent["publish"] = publish.to_json()
+        return await client.post(f"{edge.url}/.edge/purge", json=sent, headers=headers, timeout=REQUEST_TIMEOUT_S)
+
     for body in purges.batches():
         for delay in (0.0, *RETRY_DELAYS_S):
             await trio.sleep(delay)
             ack.attempts += 1
             try:
-                # Changed paths are purged hard: their cached copies can never revalidate to a 304
-                # (the ETag is the content hash), so serving them stale would only delay the new
-                # version. Keys (API answers that may not have changed) are purged as asked.
-                body_soft = soft and "paths" not in body
-                response = await client.post(f"{edge.url}/.edge/purge", json={**body, "soft": body_soft},
-                                             headers=headers, timeout=REQUEST_TIMEOUT_S)
+                response = await post(body)
+                if response.status_code == 400 and publish is not None:
+                    publish = None  # an edge that does not take publish tags: purge untagged from now on
+                    response = await post(body)
             except httpx.HTTPError as exc:
                 ack.error = f"{type(exc).__name__}: {exc}"
                 continue
@@ -109,13 +134,15 @@ async def purge_edge(client: httpx.AsyncClient, edge: Edge, purges: PurgeSet, *,
     return ack
 
 
-async def purge_all(edges: list[Edge], purges: PurgeSet, *, soft: bool) -> list[PurgeAck]:
-    """Purge every edge concurrently; one acknowledgement (or failure) per edge, in order."""
+async def purge_all(edges: list[Edge], purges: PurgeSet, *, soft: bool,
+                    publish: PublishTag | None = None) -> list[PurgeAck]:
+    """Purge every edge concurrently; one acknowledgement (or failure) per edge, in order.
+    ``publish`` tags every batch, so each edge can time the publish in its metrics."""
     acks: list[PurgeAck | None] = [None] * len(edges)
     async with httpx.AsyncClient() as client:
 
         async def one(i: int) -> None:
-            acks[i] = await purge_edge(client, edges[i], purges, soft=soft)
+            acks[i] = await purge_edge(client, edges[i], purges, soft=soft, publish=publish)
 
         async with trio.open_nursery() as nursery:
             for i in range(len(edges)):

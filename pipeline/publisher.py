@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from pipeline.edges import Edge, first_fresh, purge_all
+from pipeline.edges import Edge, PublishTag, first_fresh, purge_all
 from pipeline.origin.conditional import etag_for
 from pipeline.publish import BuildDiff, publish, purge_set, rollback
 from pipeline.store import Store
@@ -248,7 +248,8 @@ class Publisher:
         purges = purge_set(diff)
         record.purge_paths, record.purge_keys = len(purges.paths), len(purges.keys)
         switched = time.perf_counter()
-        acks = await purge_all(self.edges, purges, soft=self.soft) if self.edges else []
+        tag = PublishTag(record.id, record.seen)  # each edge times the publish from it (its /.edge/metrics)
+        acks = await purge_all(self.edges, purges, soft=self.soft, publish=tag) if self.edges else []
         record.purge_s = time.perf_counter() - switched
         record.edges = [a.to_json() for a in acks]
         failed = [a for a in acks if not a.ok]

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,44 @@ async def test_stats_sum_every_worker(origin: OriginStub, workers: Workers) -> N
     assert stats["cache"]["objects"] == 2  # /s in each worker's cache
     assert stats["counters"]["misses"] == 2
     assert "edgeproxy_misses_total 2" in metrics.splitlines()
+
+
+def publish_samples(text: str) -> dict[str, float]:
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in text.splitlines()
+                                                   if "publish" in line and not line.startswith("#"))}
+
+
+async def test_publish_latency_merges_to_the_earliest_first_fresh(origin: OriginStub, workers: Workers) -> None:
+    """A tagged purge reaches both workers; each serves its first fresh answer at another time. The merged
+    metrics count one publish and time it by the earlier answer (not a sum, not the later one)."""
+    origin.route("/w", Answer(headers=CACHED, body=b"v1"))
+    with trio.fail_after(BOUND_S):
+        await from_each_worker(workers, "/w")
+        origin.route("/w", Answer(headers=CACHED, body=b"v2"))
+        started = time.time()
+        purge = await fetch(workers.port, "POST", "/.edge/purge", [("authorization", "Bearer t")],
+                            json.dumps({"paths": ["/w"], "publish": {"id": "pub_w", "seen": started - 1.0}}).encode())
+        first = await get(workers.port, "/w")
+        first_done = time.time()
+        await trio.sleep(0.3)  # the other worker's first fresh answer comes clearly later
+        for _ in range(MAX_TRIES):
+            other = await get(workers.port, "/w")
+            if workers.worker_of(other) != workers.worker_of(first):
+                break
+        else:
+            raise AssertionError("the other worker never answered")
+        text = (await get(workers.port, "/.edge/metrics")).body.decode()
+        stats = (await get(workers.port, "/.edge/stats")).json()
+    assert (purge.status, first.body, other.body) == (200, b"v2", b"v2")
+    assert origin.count("/w") == 4  # each worker: one miss before, one fresh fill after the purge
+    sample = publish_samples(text)
+    assert sample["edgeproxy_publishes_seen_total"] == 1
+    assert sample['edgeproxy_last_publish_info{id="pub_w"}'] == 1
+    assert 0 <= sample["edgeproxy_last_publish_purge_to_first_fresh_seconds"] <= first_done - started
+    assert sample["edgeproxy_publish_commit_to_first_fresh_seconds_count"] == 1
+    assert sample['edgeproxy_publish_commit_to_first_fresh_seconds_bucket{le="+Inf"}'] == 1
+    assert stats["publish"]["seen_total"] == 1
+    assert stats["publish"]["last"]["first_fresh"] <= first_done
 
 
 async def test_a_killed_worker_is_replaced(origin: OriginStub, workers: Workers) -> None:

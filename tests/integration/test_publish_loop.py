@@ -98,7 +98,14 @@ async def test_a_commit_is_live_at_the_edge_and_nothing_else_goes_cold(stack: St
             first = await client.get("/blog/first-post/")
             third = await client.get("/blog/third-post/")
             home = await client.get("/")
+            edge_metrics = (await client.get("/.edge/metrics")).text.splitlines()
     assert record["status"] == "live everywhere", record
+    # the edge timed the same publish from its tagged purge (the publisher's probe was its first fresh 200)
+    assert f'edgeproxy_last_publish_info{{id="{record["id"]}"}} 1' in edge_metrics
+    edge_fresh = [line for line in edge_metrics if line.startswith("edgeproxy_last_publish_commit_to_first_fresh")]
+    assert len(edge_fresh) == 1
+    # measured at the edge, the first fresh answer is no later than the publisher's probe got it
+    assert 0 <= float(edge_fresh[0].split()[1]) <= float(record["fresh_s"]) + 0.05  # type: ignore[arg-type]
     assert record["trigger"].startswith("watch")  # type: ignore[union-attr]
     assert record["edges"][0]["ok"]  # type: ignore[index]
     assert record["fresh_s"] is not None
