@@ -217,6 +217,33 @@ def fs_type(path: Path) -> str:
 
 # -- scenarios -------------------------------------------------------------------------
 
+_TRASH: list[Path] = []
+
+
+def settle() -> None:
+    """Flush what earlier steps wrote before a timed run starts, so the kernel's
+    writeback of the corpus or of the previous build is not billed to the next tool."""
+    os.sync()
+
+
+def discard(path: Path, out: Path) -> None:
+    """Move an old output aside instead of deleting it: ext4 skips recently freed inodes
+    when it allocates new ones (``recently_deleted``), so deleting 36k files right before
+    a cold build makes that build pay for the deletion. The trash goes at the very end."""
+    if not path.exists():
+        return
+    trash = out / "trash"
+    trash.mkdir(exist_ok=True)
+    target = trash / f"{len(_TRASH)}-{path.name}"
+    path.rename(target)
+    _TRASH.append(target)
+
+
+def empty_trash() -> None:
+    while _TRASH:
+        shutil.rmtree(_TRASH.pop(), ignore_errors=True)
+
+
 def pick_targets(c: corpus_mod.Corpus) -> dict[str, int]:
     """Indices of the entries the edits touch: live blog posts from the middle of the corpus."""
     live_blog = [i for i, e in enumerate(c.entries)
@@ -247,6 +274,7 @@ def measure_flowcms(c: corpus_mod.Corpus, site: Path, base: str, args: argparse.
     state = site / ".flowcms"
 
     def publish(name: str, *extra: str) -> None:
+        settle()
         r = run([flowcms, "--site", str(site), "publish", *extra, *common], timeout=timeout, env=env)
         rec = {"wall": r["wall"], "rss_mb": r["rss_mb"], "cpu": r["user"] + r["sys"], **parse_flowcms(r["stdout"])}
         results[name].append(rec)
@@ -256,7 +284,8 @@ def measure_flowcms(c: corpus_mod.Corpus, site: Path, base: str, args: argparse.
     for rep in range(args.repeat):
         print(f" N={c.n} flowcms repeat {rep + 1}/{args.repeat}", flush=True)
         git(site, "reset", "-q", "--hard", base)
-        shutil.rmtree(state, ignore_errors=True)
+        discard(state, site.parent)
+        settle()
         publish("cold", "--full")
         publish("noop")
         e = c.entries[targets["body"]]
@@ -299,6 +328,7 @@ def measure_hugo(c: corpus_mod.Corpus, root: Path, hugo: str, args: argparse.Nam
     original_single = (corpus_mod.HUGO_THEME_DIR / corpus_mod.HUGO_SINGLE).read_text()
 
     def build(name: str) -> None:
+        settle()
         r = run(argv, timeout=timeout)
         rec = {"wall": r["wall"], "rss_mb": r["rss_mb"], "cpu": r["user"] + r["sys"]}
         results[name].append(rec)
@@ -311,7 +341,7 @@ def measure_hugo(c: corpus_mod.Corpus, root: Path, hugo: str, args: argparse.Nam
             corpus_mod.hugo_entry_path(root, e).write_text(corpus_mod.hugo_text(e))
         single.write_text(original_single)
         for d in (dest, cache, root / "resources"):
-            shutil.rmtree(d, ignore_errors=True)
+            discard(d, root.parent)
         build("cold")
         if rep == 0:
             results["files"] = [{"count": sum(len(f) for _, _, f in os.walk(dest))}]  # type: ignore[dict-item]
@@ -508,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         timeout = args.timeout or (120 + 0.12 * n)
         base_dir = out / f"n{n}"
-        shutil.rmtree(base_dir, ignore_errors=True)
+        discard(base_dir, out)
         site, hugo_site = base_dir / "flowcms-site", base_dir / "hugo-site"
         t = time.perf_counter()
         c = corpus_mod.generate(n, args.seed)
@@ -517,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         base = commit_all(site, f"corpus: {n} entries", timeout)
         stats = c.stats()
         stats["generate_s"] = round(time.perf_counter() - t, 2)
+        settle()
         results["corpus"][str(n)] = stats
         print(f"\nN={n}: corpus {stats} in {site}", flush=True)
         per: dict[str, Any] = {}
@@ -534,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                 per["hugo_error"] = str(exc)[:4000]
         results["sizes"][str(n)] = per
         (out / "results.json").write_text(json.dumps(results, indent=2))
+        empty_trash()
+        settle()
     if args.profile:
         n = max(args.sizes)
         base_dir = out / f"n{n}"

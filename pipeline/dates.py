@@ -8,6 +8,7 @@ cursors rely on that).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 UTC = dt.UTC
 
@@ -53,6 +54,7 @@ def from_epoch(seconds: float) -> str:
     return format_iso(dt.datetime.fromtimestamp(seconds, UTC))
 
 
+@functools.lru_cache(maxsize=4096)  # listings show the same dates again and again
 def display(iso: str) -> str:
     """``2026-11-02T09:30:00Z`` → ``2 Nov 2026`` (templates' ``date`` filter)."""
     moment = to_utc(iso)

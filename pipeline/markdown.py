@@ -52,11 +52,16 @@ class Rendered:
 
 
 def make_excerpt(text: str) -> str:
-    text = _SPACES.sub(" ", text).strip()
-    if len(text) <= EXCERPT_CHARS:
-        return text
-    cut = text.rfind(" ", 0, EXCERPT_CHARS)
-    return text[: cut if cut > 0 else EXCERPT_CHARS].rstrip(" ,;:.") + "…"
+    # Normalise a window, not the whole body: collapsing whitespace only shrinks text, so
+    # a window that still has more than EXCERPT_CHARS + 1 characters starts exactly like
+    # the whole normalised text (the +1: a space at the edge is followed by a word).
+    window = _SPACES.sub(" ", text[: EXCERPT_CHARS * 4]).lstrip()
+    if len(window) <= EXCERPT_CHARS + 1:
+        window = _SPACES.sub(" ", text).strip()
+        if len(window) <= EXCERPT_CHARS:
+            return window
+    cut = window.rfind(" ", 0, EXCERPT_CHARS)
+    return window[: cut if cut > 0 else EXCERPT_CHARS].rstrip(" ,;:.") + "…"
 
 
 def build_markdown() -> MarkdownIt:
@@ -128,22 +133,27 @@ def resolve_links(state: StateCore) -> None:
                 out.problems.append((line, column, f"broken link {href!r}: no file {target}"))
 
 
+_OUTLINE_TEXT = frozenset({"text", "code_inline"})
+_OUTLINE_KEEP = frozenset({"text", "code_inline", "softbreak", "hardbreak"})
+
+
 def collect_outline(state: StateCore) -> None:
     out: Rendered = state.env["out"]
     words: list[str] = []
     tokens = state.tokens
+    text_types, keep_types = _OUTLINE_TEXT, _OUTLINE_KEEP
     for i, token in enumerate(tokens):
-        if token.type == "heading_open" and token.tag in ("h2", "h3"):
+        kind = token.type
+        if kind == "inline":
+            children = token.children
+            if children:
+                words.extend([c.content if c.type in text_types else " "
+                              for c in children if c.type in keep_types])
+                words.append(" ")
+        elif kind == "heading_open" and token.tag in ("h2", "h3"):
             inline = tokens[i + 1]
             text = "".join(
-                c.content for c in inline.children or () if c.type in ("text", "code_inline")
+                c.content for c in inline.children or () if c.type in text_types
             ).strip()
             out.toc.append({"level": int(token.tag[1]), "id": token.attrs.get("id", ""), "text": text})
-        if token.type == "inline" and token.children:
-            for child in token.children:
-                if child.type in ("text", "code_inline"):
-                    words.append(child.content)
-                elif child.type in ("softbreak", "hardbreak"):
-                    words.append(" ")
-            words.append(" ")
     out.text = _SPACES.sub(" ", "".join(words)).strip()

@@ -42,14 +42,36 @@ class _Loader(jinja2.BaseLoader):
         return source, filename, lambda: True
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.Environment):
+    """Jinja's own lookup, minus an exception per ``entry.title``.
+
+    Jinja tries ``getattr(obj, name)`` before ``obj[name]``; on a view-model dict the
+    first always fails, and raising and catching that AttributeError was a quarter of a
+    listing page's rendering. For a plain dict the answer is the same without it: only
+    the names of dict's own attributes can succeed as attributes.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def make_environment(templates: Templates) -> jinja2.Environment:
-    env = jinja2.Environment(
+    env = _Environment(
         loader=_Loader(templates),
         autoescape=jinja2.select_autoescape(["html", "xml"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # sources are fixed for the environment's life: no up-to-date checks
     )
     env.filters["date"] = lambda iso: dates.display(iso) if iso else ""
     return env
@@ -100,6 +122,7 @@ class Renderer:
     ) -> None:
         self.templates = templates
         self.env = make_environment(templates)
+        self._compiled: dict[str, jinja2.Template] = {}
         base = config.base_url
         self.env.filters["absolute"] = lambda path: base + path
         self.config = config
@@ -146,7 +169,10 @@ class Renderer:
     # -- rendering -------------------------------------------------------------
     def _page(self, template: str, page_url: str, **context: Any) -> bytes:
         try:
-            text = self.env.get_template(template).render(site=self.site, page_url=page_url, **context)
+            compiled = self._compiled.get(template)
+            if compiled is None:
+                compiled = self._compiled[template] = self.env.get_template(template)
+            text = compiled.render(site=self.site, page_url=page_url, **context)
         except TemplateError:
             raise
         except Exception as exc:

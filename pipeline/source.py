@@ -53,6 +53,8 @@ class Source(Protocol):
 
     def read(self, path: str) -> bytes: ...
 
+    def reopened(self) -> Source: ...
+
 
 def is_content_name(name: str) -> bool:
     return not name.startswith((".", "_"))
@@ -86,6 +88,7 @@ class GitSource:
                 f"{repo_path}: ref {ref!r} not found (a branch, tag or commit id)"
             ) from None
         self.ref = ref
+        self._path = repo_path
         self._root = commit.tree
         self.revision = Revision(str(commit.id), commit.commit_time, commit.message.strip(),
                                  f"git:{commit.tree.id}")
@@ -113,6 +116,14 @@ class GitSource:
         if blob_id is None:
             raise SourceError(f"{path}: not in {self.ref}")
         return self._repo[blob_id].data  # type: ignore[attr-defined, no-any-return]
+
+    def reopened(self) -> GitSource:
+        """The same commit through a fresh repository handle: what a forked worker reads
+        with, so no libgit2 state (pack windows, caches, descriptors) is shared."""
+        twin = GitSource(self._path, self.revision.commit)
+        twin.ref = self.ref
+        twin._tree = self._tree
+        return twin
 
 
 class DirSource:
@@ -153,6 +164,9 @@ class DirSource:
             return self._data[path]
         except KeyError:
             raise SourceError(f"{path}: not in {self.root}") from None
+
+    def reopened(self) -> DirSource:
+        return self  # files are read into memory by tree(): a forked worker shares nothing live
 
 
 def open_source(site: Path, ref: str | None, branch: str = "main") -> Source:

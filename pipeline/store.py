@@ -148,6 +148,7 @@ class Store:
         self.builds = root / "builds"
         self.tmp = root / "tmp"
         self._blobs_str = str(self.blobs)
+        self._folders: set[str] = set()  # fan-out folders known to exist (this process)
         for d in (self.blobs, self.builds, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -156,11 +157,26 @@ class Store:
         return self.blobs / digest[:2] / digest[2:]
 
     def put(self, data: bytes) -> str:
+        """Store ``data`` once under its hash. The hot loop of a cold build (36k blobs at
+        10k entries): plain ``os`` calls, no ``Path`` or buffered file objects."""
         digest = blob_hash(data)
-        path = f"{self._blobs_str}/{digest[:2]}/{digest[2:]}"
-        if not os.path.exists(path):
-            os.makedirs(f"{self._blobs_str}/{digest[:2]}", exist_ok=True)
-            _write_atomic(Path(path), data)
+        fan = digest[:2]
+        folder = f"{self._blobs_str}/{fan}"
+        path = f"{folder}/{digest[2:]}"
+        if os.path.exists(path):
+            return digest
+        if fan not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(fan)
+        tmp = f"{folder}/.{digest[2:]}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
         return digest
 
     def has(self, digest: str) -> bool:
