@@ -19,6 +19,8 @@ from markdown_it.rules_core import StateCore
 from mdit_py_plugins.anchors import anchors_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 
+from pipeline import inline_dispatch
+
 EXCERPT_CHARS = 200  # about two lines of a listing card
 WORDS_PER_MINUTE = 220  # common reading-speed estimate used by Medium-style badges
 _EXTERNAL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//|#)")
@@ -73,6 +75,7 @@ def build_markdown() -> MarkdownIt:
     )
     md.core.ruler.push("resolve_links", resolve_links)
     md.core.ruler.push("collect_outline", collect_outline)
+    inline_dispatch.install(md)
     return md
 
 
