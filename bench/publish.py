@@ -133,6 +133,15 @@ def edge_counters(client: Client) -> dict[str, int]:
     return {k: int(counters[k]) for k in ("origin_requests", "hits", "misses", "requests", "purged_objects")}
 
 
+def edge_publish(client: Client, publish_id: str | None) -> dict[str, Any] | None:
+    """The edge's own view of one publish (``/.edge/stats`` → ``publish.recent``), if it has it."""
+    status, _, body = client.get("/.edge/stats")
+    if status != 200 or publish_id is None:
+        return None
+    recent = (json.loads(body).get("publish") or {}).get("recent") or []
+    return next((r for r in recent if r.get("id") == publish_id), None)
+
+
 def crawl(host: str, port: int, paths: list[str], conns: int, deadline_s: float) -> dict[str, Any]:
     """Every path once, ``conns`` keep-alive connections (edge.py's closed-loop client)."""
     requests = iter([f"GET {quote(p, safe='/?=&%:@!$()*+,;~')} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
@@ -394,6 +403,10 @@ def run_strategy(strategy: str, n_edits: int, ctx: dict[str, Any], out_edits: li
                 trigger_s=record["seen"] - committed_epoch, build_s=build_s, purge_s=purge_s, fresh_s=fresh_s,
                 to_switch_s=None if switched is None else switched - record["seen"],
                 first_byte_s=(fresh_s - build_s - purge_s) if None not in (fresh_s, build_s, purge_s) else None)
+            seen_at_edge = edge_publish(client, record.get("id"))
+            if seen_at_edge is not None:  # the edge's own metrics (publish_metrics.py)
+                rec["edge_fresh_s"] = seen_at_edge.get("commit_to_first_fresh_s")
+                rec["edge_purge_to_fresh_s"] = seen_at_edge.get("purge_to_first_fresh_s")
         if strategy == "purge_all":
             t = time.perf_counter()
             st, _, body = client.request("POST", "/.edge/purge", json.dumps({"prefixes": ["/"], "soft": False}).encode(),
@@ -437,7 +450,7 @@ def summarise(edits: list[dict[str, Any]]) -> dict[str, Any]:
                          "failed": sum(1 for e in edits if e.get("error") or e.get("fresh_client_s") is None
                                        or e.get("status") != "live everywhere")}
     for key in ("fresh_client_s", "trigger_s", "build_s", "to_switch_s", "purge_s", "first_byte_s", "fresh_s",
-                "git_commit_s", "quiet_wait_s"):
+                "git_commit_s", "quiet_wait_s", "edge_fresh_s", "edge_purge_to_fresh_s"):
         vals = col(key)
         s[key] = {"p50": pct(vals, 0.5), "p99": pct(vals, 0.99), "min": min(vals) if vals else None,
                   "max": max(vals) if vals else None, "mean": statistics.fmean(vals) if vals else None}
@@ -608,6 +621,10 @@ def print_report(results: dict[str, Any]) -> str:
                          f"origin requests per publish: {s['origin_by_phase']['publish']:.1f} publish + poll, "
                          f"{s['origin_by_phase']['sample']:.1f} sample, {s['origin_by_phase']['crawl']:.1f} crawl; "
                          f"idle wait before a commit p50 {fmt_ms(w)} ms (the scheduler's prepared build)")
+            ef, ep = s["edge_fresh_s"], s["edge_purge_to_fresh_s"]
+            lines.append(f"    {strategy}: the edge's own metrics (/.edge/stats): commit → first fresh p50 "
+                         f"{fmt_ms(ef['p50'])} ms (p99 {fmt_ms(ef['p99'])} ms), purge → first fresh p50 "
+                         f"{fmt_ms(ep['p50'])} ms, over {s['edits']} publishes")
     lines += ["", "Targets (issue)", *target_lines(results), ""]
     text = "\n".join(lines)
     print(text, flush=True)
