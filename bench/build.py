@@ -81,7 +81,7 @@ with store.lock():
     source = open_source(Path(site), None, "main")
     result = build_site(source, store, previous=None if full == "1" else store.live(), options=opts)
     t3 = time.perf_counter()
-    publish(store, result.build_id)
+    publish(store, result.build_id, diff=result.diff)  # as the CLI does
     t4 = time.perf_counter()
     if profiler:
         profiler.disable()
