@@ -14,7 +14,7 @@ from pipeline.errors import BuildFailed, ContentError, StoreError, TemplateError
 from pipeline.index import body_blobs, open_index
 from pipeline.publish import diff_builds, publish, purge_set
 from pipeline.source import DirSource, GitSource
-from pipeline.store import STATE_FILE, STATE_VERSION, Store
+from pipeline.store import MANIFESTS_KEPT, STATE_FILE, STATE_VERSION, Store
 
 AS_OF = "2026-06-01T00:00:00Z"
 
@@ -78,6 +78,24 @@ def test_blobs_are_stored_once(site: Path, store: Store) -> None:
     assert second.reparsed == 1
     # new blobs: the re-rendered outputs plus the edited entry's body HTML, nothing else
     assert after - before <= second.rendered + second.reparsed
+
+
+def test_a_parsed_manifest_is_shared_for_the_last_builds(site: Path, store: Store, tmp_path: Path) -> None:
+    """Store.manifest parses a build's manifest once and keeps the last MANIFESTS_KEPT; a fresh
+    Store (another process) reads the same file and gets an equal mapping."""
+    first = build(site, store)
+    assert store.manifest(first.build_id) is store.manifest(first.build_id)
+    ids = [first.build_id]
+    for i in range(MANIFESTS_KEPT):
+        write_files(site, {"blog/third.md": TINY_SITE["blog/third.md"].replace("Body three.", f"Body {i}.")})
+        git_commit(site)
+        ids.append(build(site, store, previous=ids[-1]).build_id)
+    kept = {i: store.manifest(i) for i in ids[-MANIFESTS_KEPT:]}
+    assert all(store.manifest(i) is m for i, m in kept.items())
+    oldest = store.manifest(ids[0])  # evicted meanwhile: parsed again, equal to the file
+    assert oldest == Store(tmp_path / "state").manifest(ids[0])
+    with pytest.raises(StoreError, match="has no manifest"):
+        store.manifest("0" * 20)
 
 
 def test_noop_rebuild_renders_nothing(site: Path, store: Store) -> None:
