@@ -3,10 +3,12 @@
 against hypercorn serving a raw ASGI app, in one run.
 
 Setup: the bundled sample site (``content/``) is copied to a temporary folder and published
-there (``python -m pipeline.cli --site TMP publish``). Then three servers, each on its own
+there (``python -m pipeline.cli --site TMP publish``). Then four servers, each on its own
 127.0.0.1 port, pinned to CPU 0:
 
-  origin   ``python -m pipeline.cli --site TMP serve --port P``: hypercorn + quart-trio, one process
+  origin   ``python -m pipeline.cli --site TMP serve --port P``: hypercorn + quart-trio behind the
+           origin's ASGI fast lane, one process, with its per-build answer cache (the default)
+  origin-uncached  the same with ``--no-answer-cache``: every API answer computed
   edge     edgeproxy, 1 worker, in front of the origin, with an API gateway (``--config`` TOML:
            ``/api/v3``, ``/public/feed`` and ``/graphql`` public, tiers of 10,000/minute, API keys)
   raw      hypercorn (trio worker, one process) serving a raw ASGI app (no framework) that answers
@@ -18,12 +20,14 @@ Rows (targets: REST list ``/api/v3/posts?limit=20``, single entry ``/api/v3/cont
   edge-hit     every target through the edge, already cached (checked: ``Cache-Status: …; hit``,
                X-RateLimit-* on the API rows, the edge's origin counter unchanged); the API rows
                carry API keys, so the gateway's key path is measured
-  origin-miss  every API target at the origin directly: what a miss costs the origin
+  origin-miss  every API target at the origin directly: what an edge miss costs the origin as
+               deployed (after the first request of a build, answered from its answer cache)
+  origin-miss-uncached  the same at the origin without the answer cache: every answer computed
   raw-asgi     the raw ASGI app
 
 each with ``wrk -t1 -c32 --latency`` (HTTP/1.1) and h2load (h2c, prior knowledge, 32 connections
 with 10 streams each), in ``--rounds`` interleaved rounds; medians. Ratios: API hit / static hit
-through the edge (target ≥ 0.8×), origin miss / raw hypercorn (target ≥ 0.7×).
+through the edge (target ≥ 0.8×), origin miss (cached and uncached) / raw hypercorn (target ≥ 0.7×).
 
 Rate limits: one key's bucket admits a burst of 10,000 and then 10,000/minute, which a load
 generator spends in a second. So every API-hit run gets its own 32 fresh keys: wrk (one thread)
@@ -97,12 +101,14 @@ from edge import (  # noqa: E402
 from procs import Timeout, run  # noqa: E402
 
 SAMPLE_SITE = REPO_ROOT / "content"
+SERVERS = ("origin", "origin-uncached", "edge", "raw")
 KEEPALIVE_S = 75
 PROTOCOLS = ("h1", "h2c")
 API_TARGETS = ("list", "entry", "feed", "graphql")
 TARGETS = ("static", *API_TARGETS)
 QUICK_TARGETS = ("static", "list")
-KINDS = ("edge-hit", "origin-miss", "raw-asgi")
+KINDS = ("edge-hit", "origin-miss", "origin-miss-uncached", "raw-asgi")
+ORIGIN_KINDS = ("origin-miss", "origin-miss-uncached")
 STATIC_PATH = "/blog/"
 LIST_PATH = "/api/v3/posts?limit=20"
 GRAPHQL_QUERY = "{ contents(first: 10) { edges { node { id title slug } } } }"
@@ -184,10 +190,10 @@ def lua_string(text: str) -> str:
 
 @dataclass(frozen=True)
 class Row:
-    kind: str  # edge-hit | origin-miss | raw-asgi
+    kind: str  # edge-hit | origin-miss | origin-miss-uncached | raw-asgi
     target: str  # static | list | entry | feed | graphql | asgi
     path: str
-    server: str  # edge | origin | raw
+    server: str  # edge | origin | origin-uncached | raw
     keyed: bool  # carries an API key (the gateway's key path)
 
     @property
@@ -198,6 +204,7 @@ class Row:
 def make_rows(targets: list[str], paths: dict[str, str]) -> list[Row]:
     rows = [Row("edge-hit", t, paths[t], "edge", t in API_TARGETS) for t in targets]
     rows += [Row("origin-miss", t, paths[t], "origin", False) for t in targets if t in API_TARGETS]
+    rows += [Row("origin-miss-uncached", t, paths[t], "origin-uncached", False) for t in targets if t in API_TARGETS]
     rows.append(Row("raw-asgi", "asgi", "/", "raw", False))
     return rows
 
@@ -249,10 +256,13 @@ def publish_site(python: str, work: Path) -> tuple[Path, dict[str, Any]]:
     return site, {"build": info.get("build", {}).get("id"), "seconds": round(r["wall"], 2)}
 
 
-def start_origin(python: str, work: Path, site: Path, cpu: str | None) -> Server:
+def start_origin(python: str, work: Path, site: Path, cpu: str | None, *, answer_cache: bool = True) -> Server:
+    """``flowcms serve``; ``answer_cache=False``: ``--no-answer-cache`` (every API answer computed)."""
     port = free_port()
-    argv = [python, "-m", "pipeline.cli", "--site", str(site), "serve", "--host", HOST, "--port", str(port)]
-    server = Server("origin", pinned(argv, cpu), work / "origin.log", cwd=work)
+    name = "origin" if answer_cache else "origin-uncached"
+    argv = [python, "-m", "pipeline.cli", "--site", str(site), "serve", "--host", HOST, "--port", str(port),
+            *(() if answer_cache else ("--no-answer-cache",))]
+    server = Server(name, pinned(argv, cpu), work / f"{name}.log", cwd=work)
     server.ports = {"h1": port, "h2c": port}
     wait_port(server, port)
     return server
@@ -529,7 +539,7 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]], rows: list[Row], proto
             s = summary.get(row.name, {}).get(proto)
             if row.kind == "edge-hit" and row.target != "static":
                 base_name, target = "edge-hit static", HIT_TARGET
-            elif row.kind == "origin-miss":
+            elif row.kind in ORIGIN_KINDS:
                 base_name, target = "raw-asgi asgi", ORIGIN_TARGET
             else:
                 continue
@@ -545,7 +555,7 @@ def print_report(results: dict[str, Any], rows: list[Row], args: argparse.Namesp
     missing: dict[str, str] = results["missing_protocols"]
     lines = ["", f"Results (median of {args.rounds} interleaved round(s) of {args.duration:g} s; "
                  f"{results['machine']['pinning']}; {CONNECTIONS} connections, h2c {H2_STREAMS} streams each)"]
-    header = (f"{'row':<11} {'target':<7} {'proto':<5} {'tool':<6} {'bytes':>6} {'req/s':>7} {'min':>7} {'max':>7} "
+    header = (f"{'row':<20} {'target':<7} {'proto':<5} {'tool':<6} {'bytes':>6} {'req/s':>7} {'min':>7} {'max':>7} "
               f"{'p50 ms':>6} {'p99 ms':>7} {'mean ms':>7} {'srv CPU':>7} {'gen CPU':>8} {'other':>5} {'errors':>6} "
               f"{'429':>5}  {'ratio':>6}  {'target':<12}")
     lines += [header, "-" * len(header)]
@@ -553,7 +563,7 @@ def print_report(results: dict[str, Any], rows: list[Row], args: argparse.Namesp
     marked = False
     for proto in args.protocols:
         for row in rows:
-            lead = f"{row.kind:<11} {row.target:<7} {proto:<5}"
+            lead = f"{row.kind:<20} {row.target:<7} {proto:<5}"
             check = checks.get(row.name, {})
             s = summary.get(row.name, {}).get(proto)
             if proto in missing:
@@ -593,11 +603,12 @@ def print_report(results: dict[str, Any], rows: list[Row], args: argparse.Namesp
         "req/s: 2xx answers per second, median over rounds (min, max beside it); bytes: the answer's body;\n"
         "p50/p99 ms: wrk's latency distribution (h2load gives none: -); mean ms: mean time per request;\n"
         "srv CPU: the server's CPU time / wall time (one core = 100%; edge rows: edgeproxy, origin rows: the\n"
-        "origin, raw rows: hypercorn); gen CPU: the load generators'; other: every other process on the machine\n"
-        "(noise; should be ~0%); errors: socket errors, failed requests and non-2xx answers, summed over rounds\n"
-        "(429s included); 429: the edge gateway's own count of rate-limited requests during those runs;\n"
-        f"ratio: API hit / static hit through the edge (target >= {HIT_TARGET}x), origin miss / raw hypercorn "
-        f"(target >= {ORIGIN_TARGET}x), same protocol.\n"
+        "origin (origin-miss: with its per-build answer cache, -uncached: without), raw rows: hypercorn);\n"
+        "gen CPU: the load generators'; other: every other process on the machine (noise; should be ~0%);\n"
+        "errors: socket errors, failed requests and non-2xx answers, summed over rounds (429s included);\n"
+        "429: the edge gateway's own count of rate-limited requests during those runs;\n"
+        f"ratio: API hit / static hit through the edge (target >= {HIT_TARGET}x), origin miss (cached or\n"
+        f"uncached) / raw hypercorn (target >= {ORIGIN_TARGET}x), same protocol.\n"
         f"h1: wrk -t1 -c{CONNECTIONS}; h2c: {CONNECTIONS} h2load processes of -c1 -m{H2_STREAMS} (one API key per "
         "connection); API-hit runs carry 32 fresh API keys each.")
     noisy = [f"{name} {proto} ({100 * s['other_cpu_max']:.0f}%)" for name, per in summary.items()
@@ -624,10 +635,10 @@ def print_report(results: dict[str, Any], rows: list[Row], args: argparse.Namesp
             rl = c.get("ratelimit")
             rl_text = (f"; X-RateLimit-Limit {rl['x-ratelimit-limit']}, -Remaining {rl['x-ratelimit-remaining']}"
                        if rl else "")
-            lines.append(f"  {name:<19} {c['status']} {how} (Cache-Status: {c.get('cache_status') or '-'}{rl_text})")
+            lines.append(f"  {name:<28} {c['status']} {how} (Cache-Status: {c.get('cache_status') or '-'}{rl_text})")
         else:
             how = "WRONG: " + c["wrong"] if c.get("wrong") else "ok"
-            lines.append(f"  {name:<19} {c['status']} {how} ({c['bytes']} bytes, {c.get('content_type')})")
+            lines.append(f"  {name:<28} {c['status']} {how} ({c['bytes']} bytes, {c.get('content_type')})")
     edge_runs = [r for r in results["runs"] if r["kind"] == "edge-hit"]
     if edge_runs:
         lines.append(f"edge: origin requests during the measured edge runs: "
@@ -673,7 +684,7 @@ def profile_rows(results: dict[str, Any], rows: list[Row], servers: dict[str, Se
         raw_file = out / f"profile-{row.kind}-{row.target}-{proto}.txt"
         # The origin runs its index reads in worker threads that py-spy would count as busy while they
         # wait: there, only samples of the thread holding the GIL (what the one core is spent on).
-        gil = ["--gil"] if row.server == "origin" else []
+        gil = ["--gil"] if row.server.startswith("origin") else []
         argv = [spy, "record", "--pid", str(srv.pid), "--duration", str(max(1, round(args.duration))), "--rate", "250",
                 "--format", "raw", "--function", "--nonblocking", *gil, "-o", str(raw_file)]
         spy_proc = subprocess.Popen(pinned(argv, LOADGEN_CPU, pin), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -724,8 +735,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing wrk/h2load")
     p.add_argument("--no-pin", action="store_true", help="do not pin servers / load generators with taskset")
     p.add_argument("--profile", action="store_true",
-                   help="after the table, sample (py-spy) the server of the worst edge-hit row and of the worst "
-                        "origin-miss row under the same load")
+                   help="after the table, sample (py-spy) the server of the worst row of each kind (edge-hit, "
+                        "origin-miss, origin-miss-uncached) under the same load")
     p.add_argument("--profile-rows", help="with --profile: comma list of rows to sample instead of the worst ones, "
                                           "as KIND/TARGET (e.g. edge-hit/static,edge-hit/list)")
     p.add_argument("--profile-top", type=int, default=25, help="functions printed per profile table")
@@ -833,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         def start(name: str) -> Server:
             if name == "origin":
                 srv = start_origin(python, work, site, server_cpu)
+            elif name == "origin-uncached":
+                srv = start_origin(python, work, site, server_cpu, answer_cache=False)
             elif name == "edge":
                 srv = start_edge(python, work, servers["origin"].ports["h1"], config, server_cpu)
             else:
@@ -843,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: pid {srv.pid} on {HOST}:{srv.ports['h1']}", flush=True)
             return srv
 
-        for name in ("origin", "edge", "raw"):
+        for name in SERVERS:
             start(name)
         found = discover(servers["origin"], site)
         results["site"].update(entry_id=found["entry_id"], flow_key=found["flow_key"])
@@ -859,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["checks"][row.name] = c
                     state = c.get("wrong") or c.get("problem") or (
                         f"hit, {c['cache_status']}" if row.kind == "edge-hit" else "ok")
-                    print(f"  check {row.name:<19} {c['status']} {c['bytes']:>6} bytes  {state}", flush=True)
+                    print(f"  check {row.name:<28} {c['status']} {c['bytes']:>6} bytes  {state}", flush=True)
 
         check_all(KINDS)
         crashes: dict[str, int] = {}
@@ -897,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
                                           args.duration, pin, keys, work)
                         except (RuntimeError, Timeout, ValueError, StopIteration) as exc:
                             again = attempt == 1 and not srv.alive()  # it died under us: once more
-                            print(f"  {row.name:<19} {proto:<4} FAILED{' (server dead; again)' if again else ''}: "
+                            print(f"  {row.name:<28} {proto:<4} FAILED{' (server dead; again)' if again else ''}: "
                                   f"{str(exc)[:500]}", flush=True)
                             notes.append(f"{row.name} {proto} round {rnd + 1}: {str(exc)[:300]}")
                             res = None
@@ -925,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
                     raw_runs[row.name][proto].append(res)
                     extra = (f"  origin +{res.get('origin_requests')}  gateway +{res.get('gateway_allowed')} "
                              f"429 +{res.get('gateway_limited')}" if row.server == "edge" else "")
-                    print(f"  {row.name:<19} {proto:<4} {res['tool']:<6} {res['ok_rps']:>8.0f} req/s  "
+                    print(f"  {row.name:<28} {proto:<4} {res['tool']:<6} {res['ok_rps']:>8.0f} req/s  "
                           f"p50 {fmt(res.get('p50_ms'), '.2f'):>6} ms  p99 {fmt(res.get('p99_ms'), '.2f'):>7} ms  "
                           f"srv CPU {100 * res['srv_cpu']:3.0f}%  gen CPU {100 * res['gen_cpu']:3.0f}%  "
                           f"other {100 * res['other_cpu']:3.0f}%  errors {res.get('errors', 0)}{extra}", flush=True)
@@ -942,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ratios"] = ratios(results["summary"], rows, protocols)
         results["report"] = print_report(results, rows, args)
         if args.profile:
-            for name in ("origin", "edge", "raw"):
+            for name in SERVERS:
                 if not servers[name].alive():
                     restart(name, "profile")
             try:

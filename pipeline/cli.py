@@ -500,7 +500,7 @@ def init_cmd(directory: Path) -> None:
     out.print(f"created {directory} (git repository, branch main). Next: cd {directory} && flowcms up")
 
 
-def _serve(site: Site, host: str, port: int) -> None:
+def _serve(site: Site, host: str, port: int, *, answer_cache: bool | None = None) -> None:
     import trio
     from hypercorn.config import Config
     from hypercorn.trio import serve
@@ -511,7 +511,7 @@ def _serve(site: Site, host: str, port: int) -> None:
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = "-"
-    app = create_app(site.store)
+    app = create_app(site.store, answer_cache=answer_cache)
     live = site.store.live()
     out.print(f"serving build {live[:12] if live else '(none)'} of {site.path} at "
               f"[bold]http://{host}:{port}/[/]  (Ctrl-C stops)")
@@ -525,15 +525,20 @@ def _serve(site: Site, host: str, port: int) -> None:
     out.print("stopped")
 
 
+NO_ANSWER_CACHE_HELP = ("Compute every API answer (no per-build answer cache; also FLOWCMS_ANSWER_CACHE=0): "
+                        "for measuring the uncached path.")
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-answer-cache", is_flag=True, help=NO_ANSWER_CACHE_HELP)
 @pass_site
-def serve_cmd(site: Site, host: str, port: int) -> None:
+def serve_cmd(site: Site, host: str, port: int, no_answer_cache: bool) -> None:
     """Serve the live build (ETag, Cache-Control, Surrogate-Key, 304)."""
     if site.store.live() is None:
         fail("nothing is live yet: run `flowcms publish` first")
-    _serve(site, host, port)
+    _serve(site, host, port, answer_cache=False if no_answer_cache else None)
 
 
 @main.command("up")
@@ -543,8 +548,10 @@ def serve_cmd(site: Site, host: str, port: int) -> None:
 @click.option("--origin-port", default=8001, show_default=True, type=int, help="The origin's port (0 picks one).")
 @click.option("--no-edge", is_flag=True, help="Serve the origin directly, without edgeproxy in front.")
 @click.option("--no-watch", is_flag=True, help="Do not publish when the published branch moves.")
+@click.option("--no-answer-cache", is_flag=True, help=NO_ANSWER_CACHE_HELP)
 @pass_site
-def up_cmd(site: Site, host: str, port: int, origin_port: int, no_edge: bool, no_watch: bool) -> None:
+def up_cmd(site: Site, host: str, port: int, origin_port: int, no_edge: bool, no_watch: bool,
+           no_answer_cache: bool) -> None:
     """Build and publish the site if it changed, then run the whole stack: origin, edge proxy
     in front (HTTP/1.1 + HTTP/2), and a watcher that publishes every commit to the branch."""
     try:
@@ -564,7 +571,8 @@ def up_cmd(site: Site, host: str, port: int, origin_port: int, no_edge: bool, no
 
     try:
         trio.run(partial(run_stack, site.path, site.store, branch=site.branch, host=host, port=port,
-                         origin_port=origin_port, edge=not no_edge, watch=not no_watch, say=out.print))
+                         origin_port=origin_port, edge=not no_edge, watch=not no_watch, say=out.print,
+                         answer_cache=False if no_answer_cache else None))
     except* StackError as group:
         for exc in group.exceptions:
             err.print(f"[red]error:[/] {exc}")

@@ -39,16 +39,18 @@ class StackError(Exception):
 
 
 async def run_stack(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int,
-                    edge: bool, watch: bool, say: Callable[[str], Any]) -> None:
+                    edge: bool, watch: bool, say: Callable[[str], Any], answer_cache: bool | None = None) -> None:
+    """``answer_cache``: the origin's per-build API answer cache (None: FLOWCMS_ANSWER_CACHE, default on)."""
     token = secrets.token_urlsafe(18)
     # Signals are caught from the start: a SIGTERM while the stack comes up stops it cleanly too.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         await _run(site, store, branch=branch, host=host, port=port, origin_port=origin_port, edge=edge,
-                   watch=watch, say=say, token=token, signals=signals)
+                   watch=watch, say=say, token=token, signals=signals, answer_cache=answer_cache)
 
 
 async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int, edge: bool,
-               watch: bool, say: Callable[[str], Any], token: str, signals: Any) -> None:
+               watch: bool, say: Callable[[str], Any], token: str, signals: Any,
+               answer_cache: bool | None) -> None:
     # FLOWCMS_WEBHOOK_BACKOFF_S: the first retry's delay (tests and demos use a short one)
     webhook_backoff = float(os.environ.get("FLOWCMS_WEBHOOK_BACKOFF_S", BACKOFF_BASE_S))
     from hypercorn.config import Config
@@ -65,7 +67,7 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
         publisher.outbox = Outbox(store.root)
         publisher.dispatcher = Dispatcher(publisher.outbox, backoff_base=webhook_backoff)
         nursery.start_soon(publisher.dispatcher.run)
-        app = create_app(store, publisher=publisher, admin_token=token)
+        app = create_app(store, publisher=publisher, admin_token=token, answer_cache=answer_cache)
         try:
             urls = await nursery.start(serve, app, config)
         except OSError as exc:

@@ -2,17 +2,22 @@
 
 The APIs (REST/JSON:API and the Flowbox feed in ``rest.py``, GraphQL in ``graphql_api.py``,
 the admin endpoints of ``flowcms up`` in ``admin.py``) register their routes before the
-catch-all route of the live site's files.
+catch-all route of the live site's files. In front of Quart sits the ASGI fast lane
+(``lane.py``): GET/HEAD of the read APIs, answered from the per-build answer cache
+(``answer_cache.py``) or by the same handlers without Quart's request machinery.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from pipeline.origin import graphql_api, preview, rest
+from pipeline.origin.answer_cache import AnswerCache
+from pipeline.origin.lane import FastLane
 from pipeline.origin.live import LiveIndex
 from pipeline.origin.static import LiveSite
 from pipeline.store import Store
@@ -21,19 +26,37 @@ if TYPE_CHECKING:
     from pipeline.publisher import Publisher
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+#: Set to 0/off/false/no to serve every API request computed (measuring the uncached path).
+ANSWER_CACHE_ENV = "FLOWCMS_ANSWER_CACHE"
+LANE_EXTENSION = "flowcms.lane"  # app.extensions key of the FastLane (its statistics())
 
 
-def create_app(store: Store, *, publisher: Publisher | None = None, admin_token: str | None = None) -> QuartTrio:
-    """The origin app; with a publisher and a token (``flowcms up``) also the admin endpoints."""
+def answer_cache_enabled(flag: bool | None = None) -> bool:
+    """``flag`` when given, else the ``FLOWCMS_ANSWER_CACHE`` environment variable (default on)."""
+    if flag is not None:
+        return flag
+    return os.environ.get(ANSWER_CACHE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def create_app(store: Store, *, publisher: Publisher | None = None, admin_token: str | None = None,
+               answer_cache: bool | None = None) -> QuartTrio:
+    """The origin app; with a publisher and a token (``flowcms up``) also the admin endpoints.
+
+    ``answer_cache``: memoize API answers per live build (None: ``answer_cache_enabled()``).
+    """
     app = QuartTrio("flowcms.origin", static_folder=None)
     site = LiveSite(store)
     live = LiveIndex(store)
+    rest_api = rest.RestApi(live)
+    graphql = graphql_api.GraphQLApi(live)
+    cache = AnswerCache() if answer_cache_enabled(answer_cache) else None
+    lane = FastLane(app.asgi_app, live=live, rest=rest_api, graphql=graphql, cache=cache)
     if publisher is not None and admin_token:
         from pipeline.origin import admin
 
-        admin.register(app, publisher, admin_token)
-    rest.register(app, live)
-    graphql_api.register(app, live)
+        admin.register(app, publisher, admin_token, statistics=lane.statistics)
+    rest.register(app, rest_api)
+    graphql_api.register(app, graphql)
     preview.register(app, store, admin_token)
 
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
@@ -50,5 +73,7 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
             del response.headers["Content-Length"]
         return response
 
+    # Quart's middleware seam: the app stays a QuartTrio (url_map, test client), requests meet the lane first.
+    app.asgi_app = lane  # type: ignore[method-assign]
+    app.extensions[LANE_EXTENSION] = lane
     return app
-

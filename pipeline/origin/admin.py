@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from pipeline.publisher import Publisher, PublishRecord
+
+if TYPE_CHECKING:
+    from pipeline.origin.lane import LaneStatistics
 
 NO_STORE = {"Cache-Control": "no-store", "Content-Type": "application/json"}
 
@@ -25,7 +29,9 @@ def _error(status: int, code: str, detail: str, **headers: str) -> Response:
     return Response(json.dumps(body), status=status, headers={**NO_STORE, **headers})
 
 
-def register(app: QuartTrio, publisher: Publisher, token: str) -> None:
+def register(app: QuartTrio, publisher: Publisher, token: str, *,
+             statistics: Callable[[], LaneStatistics] | None = None) -> None:
+    """The admin routes; ``statistics`` (the API fast lane's) adds its counters to /metrics."""
     started: dict[str, PublishRecord | None] = {}  # request id -> record once finished
     counter = [0]
 
@@ -72,8 +78,9 @@ def register(app: QuartTrio, publisher: Publisher, token: str) -> None:
 
     @app.route("/metrics", methods=["GET"])
     async def metrics() -> Response:
-        """Prometheus text: publishes by status and the last publish's latencies."""
-        return Response(format_metrics(publisher), headers={"Content-Type": "text/plain; version=0.0.4",
+        """Prometheus text: publishes by status, the last publish's latencies, the API answer cache."""
+        text = format_metrics(publisher) + (format_lane_metrics(statistics()) if statistics else "")
+        return Response(text, headers={"Content-Type": "text/plain; version=0.0.4",
                                                             "Cache-Control": "no-store"})
 
     @app.route("/api/v3/publish/<ident>", methods=["GET"])
@@ -108,4 +115,32 @@ def format_metrics(publisher: Publisher) -> str:
     if last is not None:
         lines += ["# TYPE flowcms_last_publish_timestamp_seconds gauge",
                   f"flowcms_last_publish_timestamp_seconds {last.seen:.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+def format_lane_metrics(stats: LaneStatistics) -> str:
+    """The origin's API fast lane: answers computed, served from the per-build cache, passed to Quart."""
+    cache = stats.cache
+    lines = ["# HELP flowcms_origin_api_answers_total Read-API answers of the origin's fast lane, by source",
+             "# TYPE flowcms_origin_api_answers_total counter",
+             f'flowcms_origin_api_answers_total{{source="computed"}} {stats.computed}',
+             f'flowcms_origin_api_answers_total{{source="cache"}} {cache.hits if cache else 0}',
+             "# HELP flowcms_origin_passed_requests_total HTTP requests the fast lane handed to the Quart app",
+             "# TYPE flowcms_origin_passed_requests_total counter",
+             f"flowcms_origin_passed_requests_total {stats.passed}",
+             "# HELP flowcms_origin_answer_cache_enabled Whether API answers are memoized per live build",
+             "# TYPE flowcms_origin_answer_cache_enabled gauge",
+             f"flowcms_origin_answer_cache_enabled {int(cache is not None)}"]
+    if cache is not None:
+        for name, kind, value, text in (
+            ("misses_total", "counter", cache.misses, "lookups that found no answer"),
+            ("stores_total", "counter", cache.stores, "answers stored"),
+            ("evictions_total", "counter", cache.evictions, "answers dropped for room (LRU)"),
+            ("invalidations_total", "counter", cache.invalidations, "times the live build changed"),
+            ("entries", "gauge", cache.entries, "answers held"),
+            ("bytes", "gauge", cache.bytes, "bytes held"),
+        ):
+            lines += [f"# HELP flowcms_origin_answer_cache_{name} Answer cache: {text}",
+                      f"# TYPE flowcms_origin_answer_cache_{name} {kind}",
+                      f"flowcms_origin_answer_cache_{name} {value}"]
     return "\n".join(lines) + "\n"

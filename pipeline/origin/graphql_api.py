@@ -15,6 +15,9 @@ document and what the answer depends on, and the route decides the caching heade
   depend on the X-Flowcms-* identity headers the edge gateway sets.
 * A browser's GET without a query gets the offline playground page.
 
+GET and HEAD with a query normally arrive from the ASGI fast lane (``lane.py``), which calls
+``GraphQLApi.answer`` and decides the 304 itself; the Quart view ``endpoint`` serves the rest.
+
 Status: 200 when the answer has data (errors then are partial), else the first error's
 ``statusCode`` (400 syntax, 405, 413, 422 validation, 401, 403, 404, 429, 500, 503).
 Every error is ``{message, locations?, path, extensions: {code, statusCode, path}}``.
@@ -90,6 +93,7 @@ __all__ = [
     "GraphQLApi",
     "GraphQLRequest",
     "Outcome",
+    "Reply",
     "error_document",
     "execute_request",
     "measure",
@@ -404,13 +408,15 @@ def viewer_from(headers: Any) -> Viewer:
                   organization=organization)
 
 
-def _response_type(accept: str | None) -> str:
+def response_type(accept: str | None) -> str:
+    """The answer's Content-Type: the Accept negotiation outcome (GraphQL over HTTP §4.1)."""
     if accept and GRAPHQL_RESPONSE_TYPE in accept:
         return GRAPHQL_RESPONSE_TYPE + "; charset=utf-8"
     return "application/json; charset=utf-8"
 
 
-def _wants_html(accept: str | None) -> bool:
+def wants_html(accept: str | None) -> bool:
+    """A browser: a GET without a query then gets the playground page."""
     return bool(accept) and "text/html" in str(accept)
 
 
@@ -458,6 +464,24 @@ def _csp_hash(code: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A finished /graphql answer before If-None-Match: the Quart view and the ASGI fast lane
+    (``lane.py``) both turn it into a response (a 304 when ``not_modified``)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    deterministic: bool = False
+    """A pure function of (build, request): no load refusal (429), no fault (5xx, a failed
+    resolver), so the origin may keep it for the build (``answer_cache``)."""
+
+    def not_modified(self, if_none_match: str | None) -> bool:
+        """RFC 9110 §13.1.2: a GET answer with an ETag matching ``If-None-Match`` becomes a 304."""
+        etag = self.headers.get("ETag")
+        return etag is not None and none_match(if_none_match, etag)
+
+
 class GraphQLApi:
     """The /graphql endpoint over one ``LiveIndex``."""
 
@@ -476,7 +500,7 @@ class GraphQLApi:
         accept = request.headers.get("Accept")
         try:
             if method in ("GET", "HEAD"):
-                if "query" not in request.args and _wants_html(accept):
+                if "query" not in request.args and wants_html(accept):
                     return self.playground.response(request.headers.get("If-None-Match"))
                 gql = request_from_args(request.args)
             elif method == "POST":
@@ -487,37 +511,39 @@ class GraphQLApi:
                 raise ApiError(ErrorCode.VALIDATION_ERROR, f"{method} is not allowed: use GET or POST",
                                status=405)
         except ApiError as exc:
-            return self._refusal(exc, accept)
-        return await self._answer(gql, queries_only=method != "POST", accept=accept)
+            return _http(self.refusal(exc, accept), None)
+        reply = await self.answer(gql, viewer_from(request.headers), queries_only=method != "POST", accept=accept,
+                                  path=request.path)
+        return _http(reply, request.headers.get("If-None-Match"))
 
-    async def _answer(self, gql: GraphQLRequest, *, queries_only: bool, accept: str | None) -> Response:
+    async def answer(self, gql: GraphQLRequest, viewer: Viewer, *, queries_only: bool, accept: str | None,
+                     path: str = "/graphql") -> Reply:
+        """Execute ``gql`` for ``viewer`` against the live build; ``queries_only`` for GET/HEAD."""
         if self.in_flight >= self.max_in_flight:
-            return self._refusal(ApiError(ErrorCode.RATE_LIMITED, "too many GraphQL requests in progress:"
-                                          " retry in a second"), accept, {"Retry-After": "1"})
-        viewer = viewer_from(request.headers)
+            return self.refusal(ApiError(ErrorCode.RATE_LIMITED, "too many GraphQL requests in progress:"
+                                         " retry in a second"), accept, {"Retry-After": "1"})
         self.in_flight += 1
         try:
             outcome, build_id = await self.live.read(partial(self._execute, gql, viewer, queries_only))
         except NoLiveBuild:
-            return self._refusal(ApiError(ErrorCode.INTERNAL_ERROR, "nothing is published yet", status=503),
-                                 accept, {"Retry-After": "5"})
+            return self.refusal(ApiError(ErrorCode.INTERNAL_ERROR, "nothing is published yet", status=503),
+                                accept, {"Retry-After": "5"})
         finally:
             self.in_flight -= 1
         for failure in outcome.failures:
-            log.error("graphql %s: resolver failed", request.path, exc_info=failure)
+            log.error("graphql %s: resolver failed", path, exc_info=failure)
         body = _dumps(outcome.document)
-        headers = {"Content-Type": _response_type(accept), "X-Build": build_id}
+        headers = {"Content-Type": response_type(accept), "X-Build": build_id}
         if outcome.status == 405:
             headers["Allow"] = ALLOW
+        deterministic = not outcome.failures and outcome.status < 500 and outcome.status != 429
         if not queries_only:
             headers["Cache-Control"] = "no-store"
-            return _response(body, outcome.status, headers)
+            return Reply(outcome.status, headers, body, deterministic)
         cacheable = outcome.status == 200 and not outcome.has_errors and not outcome.uses_viewer
         headers.update({"ETag": _etag(body), "Vary": VARY, "Surrogate-Key": " ".join(outcome.keys),
                         "Cache-Control": PAGE_CACHE_CONTROL if cacheable else "no-store"})
-        if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
-            return _response(b"", 304, headers)
-        return _response(body, outcome.status, headers)
+        return Reply(outcome.status, headers, body, deterministic)
 
     def _execute(
         self, gql: GraphQLRequest, viewer: Viewer, queries_only: bool, snapshot: Snapshot
@@ -532,12 +558,18 @@ class GraphQLApi:
             document = error_document(ErrorCode.INTERNAL_ERROR, INTERNAL_MESSAGE)
             return Outcome(document=document, status=500, failures=(exc,)), snapshot.build_id
 
-    def _refusal(self, error: ApiError, accept: str | None, extra: dict[str, str] | None = None) -> Response:
-        headers = {"Content-Type": _response_type(accept), "Cache-Control": "no-store", **(extra or {})}
+    def refusal(self, error: ApiError, accept: str | None, extra: dict[str, str] | None = None) -> Reply:
+        """A request refused before execution (never memoized: cheap, and 429/503 depend on the moment)."""
+        headers = {"Content-Type": response_type(accept), "Cache-Control": "no-store", **(extra or {})}
         if error.status == 405:
             headers["Allow"] = ALLOW
-        return _response(_dumps(error_document(error.code, error.message, status=error.status)),
-                         error.status, headers)
+        return Reply(error.status, headers, _dumps(error_document(error.code, error.message, status=error.status)))
+
+
+def _http(reply: Reply, if_none_match: str | None) -> Response:
+    if reply.not_modified(if_none_match):
+        return _response(b"", 304, reply.headers)
+    return _response(reply.body, reply.status, reply.headers)
 
 
 async def _read_body() -> bytes:
@@ -563,7 +595,6 @@ def _dumps(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def register(app: QuartTrio, live: LiveIndex) -> None:
+def register(app: QuartTrio, api: GraphQLApi) -> None:
     """Route /graphql on the origin app (before the live site's catch-all)."""
-    api = GraphQLApi(live)
     app.add_url_rule("/graphql", "graphql", api.endpoint, methods=METHODS)

@@ -44,6 +44,7 @@ class LiveIndex:
         self.store = store
         self._stamp: tuple[int, int] | None = None
         self.build_id: str | None = None
+        self._dir = ("", "")  # (build id, its folder): the folder's path, made once per build
         self._local = threading.local()
         self._limiter = trio.CapacityLimiter(4)  # SQLite readers in parallel (the GIL bounds the rest)
 
@@ -58,6 +59,26 @@ class LiveIndex:
             self.build_id = self.store.live()
             self._stamp = stamp
         return self.build_id
+
+    def generation(self) -> tuple[str, tuple[int, int] | None, int, int] | None:
+        """A token that changes whenever an answer of the live build may: None when nothing
+        is live (or its folder is gone), so nothing is memoized then.
+
+        The build id and the LIVE file's stamp move on publish and rollback. The build
+        folder's stamp covers a rebuild under the same id: ``Store.commit_build`` then
+        replaces its build.json and index.sqlite (renames into the folder change its mtime).
+        Two ``stat`` calls, so it can run on every request.
+        """
+        build_id = self.current()
+        if build_id is None:
+            return None
+        if self._dir[0] != build_id:
+            self._dir = (build_id, os.fspath(self.store.build_dir(build_id)))
+        try:
+            st = os.stat(self._dir[1])
+        except FileNotFoundError:
+            return None
+        return build_id, self._stamp, st.st_mtime_ns, st.st_ino
 
     def _connection(self, build_id: str) -> sqlite3.Connection:
         cached = getattr(self._local, "conns", None)

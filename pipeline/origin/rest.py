@@ -5,6 +5,8 @@ then every index read of the request in one ``LiveIndex.read`` hop, then a pure 
 build and ``jsonapi.respond`` (ETag, 304, caching headers). Errors are mapped in one place,
 ``RestApi.dispatch``: ``ApiError`` as it is, the index's ``QueryError`` as 400, no live
 build as 503, anything else as a logged 500 whose body says nothing about the cause.
+GET and HEAD of ``ROUTES`` normally arrive from the ASGI fast lane (``lane.py``), which calls
+``dispatch`` with an ``ApiRequest`` of its own; the Quart views serve everything else.
 """
 
 from __future__ import annotations
@@ -65,24 +67,44 @@ class _Request:
     role: str | None
 
 
-def register(app: QuartTrio, live: LiveIndex) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiRequest:
+    """The HTTP facts an API answer depends on, taken from a Quart request (``_view``) or
+    straight from an ASGI scope (``lane.py``): both paths run the same ``RestApi.dispatch``."""
+
+    method: str
+    path: str
+    """Decoded, as routed (``request.path``)."""
+    args: tuple[tuple[str, str], ...]
+    accept: str | None = None
+    if_none_match: str | None = None
+    role: str | None = None
+    """The gateway's role header as received (``jsonapi.role_of`` decides what it grants)."""
+    request_id: str | None = None
+    """Only for the log line of a failure."""
+
+
+#: (URL rule, endpoint name, RestApi method name, media type): the delivery API's routes.
+ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    ("/api/v3/contents", "contents", "contents", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/contents/by-slug/<slug>", "content_by_slug", "content_by_slug", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/contents/<entry_id>", "content", "content", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/posts", "posts", "posts", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/posts/<entry_id>", "post", "post", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/authors", "authors", "authors", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/authors/<key>", "author", "author", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/tags", "tags", "tags", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/media", "media_list", "media_list", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/media/<media_id>", "media_item", "media_item", JSONAPI_MEDIA_TYPE),
+    ("/api/v3/openapi.json", "openapi", "openapi", JSON_MEDIA_TYPE),
+    ("/public/feed/<flow_key>", "feed", "feed", JSON_MEDIA_TYPE),
+)
+Handler = Callable[..., Awaitable[Answer]]
+
+
+def register(app: QuartTrio, api: RestApi) -> None:
     """Add the API routes to ``app`` (before the live site's catch-all route)."""
-    api = RestApi(live)
-    routes: list[tuple[str, str, Callable[..., Awaitable[Answer]], str]] = [
-        ("/api/v3/contents", "contents", api.contents, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/contents/by-slug/<slug>", "content_by_slug", api.content_by_slug, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/contents/<entry_id>", "content", api.content, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/posts", "posts", api.posts, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/posts/<entry_id>", "post", api.post, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/authors", "authors", api.authors, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/authors/<key>", "author", api.author, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/tags", "tags", api.tags, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/media", "media_list", api.media_list, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/media/<media_id>", "media_item", api.media_item, JSONAPI_MEDIA_TYPE),
-        ("/api/v3/openapi.json", "openapi", api.openapi, JSON_MEDIA_TYPE),
-        ("/public/feed/<flow_key>", "feed", api.feed, JSON_MEDIA_TYPE),
-    ]
-    for rule, name, handler, media_type in routes:
+    for rule, name, handler, media_type in api.routes():
         app.add_url_rule(rule, f"api_{name}", _view(api, handler, media_type), methods=ALL_METHODS)
     for rule, name, media_type in (("/api/v3", "unknown", JSONAPI_MEDIA_TYPE),
                                    ("/api/v3/<path:rest>", "unknown_rest", JSONAPI_MEDIA_TYPE),
@@ -91,10 +113,13 @@ def register(app: QuartTrio, live: LiveIndex) -> None:
         app.add_url_rule(rule, f"api_{name}", _view(api, None, media_type), methods=ALL_METHODS)
 
 
-def _view(api: RestApi, handler: Callable[..., Awaitable[Answer]] | None,
-          media_type: str) -> Callable[..., Awaitable[Response]]:
+def _view(api: RestApi, handler: Handler | None, media_type: str) -> Callable[..., Awaitable[Response]]:
     async def view(**params: str) -> Response:
-        return _response(await api.dispatch(handler, media_type, params))
+        headers = request.headers
+        http = ApiRequest(method=request.method, path=request.path, args=tuple(request.args.items(multi=True)),
+                          accept=headers.get("Accept"), if_none_match=headers.get("If-None-Match"),
+                          role=headers.get(ROLE_HEADER), request_id=headers.get("X-Request-Id"))
+        return _response(await api.dispatch(handler, media_type, params, http))
 
     return view
 
@@ -117,22 +142,25 @@ class RestApi:
         self._feeds: tuple[tuple[str, int, int], dict[str, FeedSpec]] | None = None
         self._openapi = openapi.document()
 
-    async def dispatch(self, handler: Callable[..., Awaitable[Answer]] | None, media_type: str,
-                       params: Mapping[str, str]) -> Answer:
+    def routes(self) -> list[tuple[str, str, Handler, str]]:
+        """(URL rule, endpoint name, bound handler, media type) for each route of ``ROUTES``."""
+        return [(rule, name, getattr(self, method), media_type) for rule, name, method, media_type in ROUTES]
+
+    async def dispatch(self, handler: Handler | None, media_type: str, params: Mapping[str, str],
+                       http: ApiRequest) -> Answer:
         """The one place where failures become answers."""
         req = _Request(
-            method=request.method, path=quote(request.path, safe="/"), args=tuple(request.args.items(multi=True)),
-            if_none_match=request.headers.get("If-None-Match"),
-            role=jsonapi.role_of(request.headers.get(ROLE_HEADER)),
+            method=http.method, path=quote(http.path, safe="/"), args=http.args, if_none_match=http.if_none_match,
+            role=jsonapi.role_of(http.role),
         )
-        vary = _CONTENT_VARY if request.path.startswith(("/api/v3/contents", "/api/v3/posts")) else None
+        vary = _CONTENT_VARY if http.path.startswith(("/api/v3/contents", "/api/v3/posts")) else None
         try:
             if handler is None:
                 raise ApiError(404, f"no API resource at {req.path[:200]}")
             if req.method not in ("GET", "HEAD"):
                 raise ApiError(405, f"{req.method} is not allowed here: the delivery API is read-only",
                                allow=ALLOW)
-            if not jsonapi.is_acceptable(request.headers.get("Accept"), jsonapi=media_type == JSONAPI_MEDIA_TYPE):
+            if not jsonapi.is_acceptable(http.accept, jsonapi=media_type == JSONAPI_MEDIA_TYPE):
                 accepted = f"{JSONAPI_MEDIA_TYPE} or {JSON_MEDIA_TYPE}" if media_type == JSONAPI_MEDIA_TYPE \
                     else JSON_MEDIA_TYPE
                 raise ApiError(406, f"this resource is available as {accepted} only")
@@ -148,7 +176,7 @@ class RestApi:
             return jsonapi.error_answer(error, method=req.method, media_type=media_type)
         except Exception:
             log.exception("API request failed: %s %s (request id %s)", req.method, req.path,
-                          request.headers.get("X-Request-Id", "-"))
+                          "-" if http.request_id is None else http.request_id)
             error = ApiError(500, "the server could not answer this request; it has been logged")
             return jsonapi.error_answer(error, method=req.method, media_type=media_type)
 

@@ -2,9 +2,9 @@
 
 Publishes the bundled sample site into a temporary folder, starts the origin, edgeproxy with its
 API gateway in front, and hypercorn serving a raw ASGI app, then measures the static page and the
-REST list through the edge (cache hits, the list with API keys), the REST list at the origin, and
-the raw app. Never installs anything (``--no-install``): without wrk the rows must say
-``missing:`` instead of failing the run. Loopback only; the bench bounds every subprocess and
+REST list through the edge (cache hits, the list with API keys), the REST list at the origin (with
+and without its answer cache), and the raw app. Never installs anything (``--no-install``):
+without wrk the rows must say ``missing:`` instead of failing the run. Loopback only; the bench bounds every subprocess and
 stops every process it started.
 """
 
@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "api.py"
-ROWS = [("edge-hit", "static"), ("edge-hit", "list"), ("origin-miss", "list"), ("raw-asgi", "asgi")]
+ROWS = [("edge-hit", "static"), ("edge-hit", "list"), ("origin-miss", "list"), ("origin-miss-uncached", "list"),
+        ("raw-asgi", "asgi")]
 
 
 def test_api_bench_quick_run(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_api_bench_quick_run(tmp_path: Path) -> None:
             assert cols[14] == "0", f"errors or a flag (!) in {key}: {cols}"
         assert rows[("edge-hit", "list")][15] == "0", "429s from the gateway"
         assert rows[("edge-hit", "static")][16:18] == ["1.00x", "(base)"]
-        for key in (("edge-hit", "list"), ("origin-miss", "list")):
+        for key in (("edge-hit", "list"), ("origin-miss", "list"), ("origin-miss-uncached", "list")):
             ratio = rows[key][16]
             assert ratio.endswith("x"), rows[key]
             assert float(ratio[:-1]) > 0, rows[key]
@@ -63,18 +64,20 @@ def test_api_bench_quick_run(tmp_path: Path) -> None:
         assert keyed["gateway_allowed"] >= keyed["requests"] > 0, keyed
         assert results["ratios"]["edge-hit list"]["h1"]["ratio"] > 0
         assert results["ratios"]["origin-miss list"]["h1"]["ratio"] > 0
+        assert results["ratios"]["origin-miss-uncached list"]["h1"]["ratio"] > 0
     # the checks ran whether or not wrk is there: hits, with the gateway's rate-limit fields on the API row
     checks = results["checks"]
     assert checks["edge-hit static"]["from_cache"] is True, checks
     assert checks["edge-hit list"]["from_cache"] is True, checks
     assert all(checks["edge-hit list"]["ratelimit"].values()), checks
     assert checks["origin-miss list"]["status"] == 200, checks
+    assert checks["origin-miss-uncached list"]["status"] == 200, checks
     assert checks["raw-asgi asgi"]["bytes"] == 2048, checks
     assert results["site"]["entry_id"]
     assert results["site"]["flow_key"]
     # every server the bench started is gone (a live /proc entry could only be a reused pid)
     names = {p["name"] for p in results["processes"]}
-    assert {"origin", "edge", "raw"} <= names
+    assert {"origin", "origin-uncached", "edge", "raw"} <= names
     for process in results["processes"]:
         assert process["exit"] is not None, process
         argv = process["argv"][3:] if process["argv"][0] == "taskset" else process["argv"]

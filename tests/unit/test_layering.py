@@ -12,6 +12,7 @@ PURE = [
     "pipeline/errors.py", "pipeline/config.py", "pipeline/dates.py", "pipeline/frontmatter.py",
     "pipeline/entry.py", "pipeline/schema.py", "pipeline/markdown.py", "pipeline/graph.py",
     "pipeline/cursor.py", "pipeline/render.py", "pipeline/documents.py", "pipeline/origin/conditional.py",
+    "pipeline/origin/answer_cache.py",
     "edgeproxy/errors.py", "edgeproxy/headers.py", "edgeproxy/policy.py", "edgeproxy/cache.py",
     "edgeproxy/http1.py", "edgeproxy/stats.py", "edgeproxy/purge.py", "edgeproxy/h2wire.py",
     "edgeproxy/publish_metrics.py",
