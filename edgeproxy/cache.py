@@ -66,6 +66,9 @@ MAX_FREQ = 3  # S3-FIFO's 2-bit saturating counter
 # A Vary on User-Agent would make every hit scan thousands of variants; past this many the
 # oldest variant of the key is evicted. (Fastly caps variants per object for the same reason.)
 MAX_VARIANTS = 32
+# What a request_vary_getter returns for a field the request did not send: absent and empty differ
+# (RFC 9111 §4.1), and no valid field value holds a NUL (RFC 9110 §5.5), so it equals no value.
+VARY_ABSENT = b"\x00"
 _PATH_BLOCK = 512  # sorted-path block length: insert cost is a memmove of at most 2×512 pointers
 
 _FREE, _SMALL, _MAIN = 0, 1, 2  # Entry._queue: not stored / small FIFO / main FIFO (LRU: main)

@@ -35,9 +35,10 @@ import trio
 
 from edgeproxy import policy
 from edgeproxy.bus import WorkerBus
-from edgeproxy.cache import CacheStore, Entry
+from edgeproxy.cache import VARY_ABSENT, CacheStore, Entry
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import UpstreamError, UpstreamTimeout
+from edgeproxy.gated import gated_hit, with_identity
 from edgeproxy.gateway import (
     IDENTITY_PREFIX,
     Allow,
@@ -82,7 +83,6 @@ _CONTENT_FIELDS = frozenset({b"content-length", b"content-type", b"content-encod
 REQUEST_ID_MAX = 200
 STREAM_AFTER_MIN = 1 << 20  # bodies up to this are read whole even when the cache is tiny
 _RID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
-_ABSENT = b"\x00"  # a Vary field the request did not send (distinct from an empty value)
 # Purge paths arrive as JSON text; request targets are bytes with non-ASCII percent-encoded.
 
 
@@ -97,6 +97,10 @@ class CachedObject:
     head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
     h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
     not_modified: Reply | None = None  # the 304 for a matching precondition, prepared once
+
+    def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
+        """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""
+        return Reply(self.status, self.fields, self.body, extra=extra, head=self.h1_head(), h2=self.h2_block())
 
     def reply_304(self, extra: list[tuple[bytes, bytes]]) -> Reply:
         """RFC 9110 §15.4.5: the validators and caching fields, no content fields."""
@@ -191,11 +195,6 @@ def denial_reply(deny: Deny, route: Route) -> Reply:
         media_type = b"application/vnd.api+json"
     return Reply(deny.status, [(b"content-type", media_type), (b"cache-control", b"no-store"), *deny.headers],
                  json.dumps(document).encode())
-
-
-def with_identity(headers: list[tuple[bytes, bytes]], identity: Identity) -> list[tuple[bytes, bytes]]:
-    """The request fields with every client-sent X-Flowcms-* replaced by the gateway's."""
-    return [(n, v) for n, v in headers if not n.startswith(IDENTITY_PREFIX)] + list(identity.fields)
 
 
 def has_body(status: int) -> bool:
@@ -303,20 +302,26 @@ class Exchange:
         reply.extra = [*reply.extra, *decision.headers]
         return reply
 
-    def fresh_hit(self, method: bytes, headers: list[tuple[bytes, bytes]],
-                  entry: Entry[CachedObject] | None) -> Reply | None:
-        """The stored answer when it is fresh for this request, else None (``cacheable`` decides)."""
+    def fresh_hit(self, method: bytes, headers: list[tuple[bytes, bytes]], entry: Entry[CachedObject] | None,
+                  identity: Identity | None = None) -> Reply | None:
+        """The stored answer when it is fresh for this request, else None (``cacheable`` decides).
+
+        ``entry`` is what a lookup with this request's Vary values selected. ``identity``: the
+        gateway's, when ``headers`` are still the client's (``gated.py``); only ``choose`` needs the
+        copy with the identity's fields.
+        """
         if entry is None or entry.stale:
             return None
         obj = entry.value
         stored = obj.stored
-        if policy.is_plain(stored) and _plain_request(headers):
+        if policy.is_plain(stored, vary_matched=True) and policy.is_plain_request(headers):
             plain = policy.serve_plain(stored, time.time())
             if plain is None:
                 return None
             self.counters.hits += 1
-            return Reply(obj.status, obj.fields, obj.body, head=obj.h1_head(), h2=obj.h2_block(),
-                         extra=[(b"age", b"%d" % int(plain.age)), (b"cache-status", _hit_status(int(plain.ttl)))])
+            return obj.reply([(b"age", b"%d" % int(plain.age)), (b"cache-status", _hit_status(int(plain.ttl)))])
+        if identity is not None:
+            headers = with_identity(headers, identity)
         decision = policy.choose(method, headers, stored, time.time())
         if type(decision) is not policy.Serve:
             return None
@@ -335,7 +340,8 @@ class Exchange:
         if gw is not None and target.startswith(gw.prefixes):
             route = gw.route_for(target)
             if route is not None:
-                return self.try_gated_hit(gw, route, method, target, headers, host, client)
+                found = gated_hit(self, gw, route, method, target, headers, host, client)
+                return denial_reply(found, route) if isinstance(found, Deny) else found
         host = host.lower() if host else None
         entry = self.cache.peek(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
         hit = self.fresh_hit(method, headers, entry)
@@ -343,33 +349,6 @@ class Exchange:
             assert entry is not None
             self.cache.record_hit(entry)  # counted here only when answered: handle() counts the rest
             self.counters.requests += 1
-        return hit
-
-    def try_gated_hit(self, gw: Gateway, route: Route, method: bytes, target: bytes,
-                      fields: list[tuple[bytes, bytes]], host: bytes | None, client: str | None) -> Reply | None:
-        """``try_hit`` under a gateway route: authenticate, look up, and charge the rate limit only
-        when the cache answers (a None goes on to ``handle``, which charges it there, once)."""
-        identity = gw.authenticate(route, method, get_header(fields, b"authorization"), client,
-                                   self.gateway_clock())
-        if type(identity) is Deny:
-            self.counters.requests += 1
-            return denial_reply(identity, route)
-        assert isinstance(identity, Identity)
-        headers = with_identity(fields, identity)
-        host = host.lower() if host else None
-        entry = self.cache.peek(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
-        hit = self.fresh_hit(method, headers, entry)
-        if hit is None:
-            return None
-        assert entry is not None
-        self.counters.requests += 1
-        decision = gw.admit(identity, self.gateway_clock())
-        if type(decision) is Deny:
-            self.counters.hits -= 1  # fresh_hit counted a hit, but the cache did not answer
-            return denial_reply(decision, route)
-        self.cache.record_hit(entry)
-        hit.extra = [*hit.extra, *decision.headers]
-        assert isinstance(decision, Allow)
         return hit
 
     def body_limit(self, method: bytes, target: bytes, content_type: bytes | None,
@@ -425,7 +404,7 @@ class Exchange:
         extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
         if policy.not_modified(headers, obj.stored):
             return obj.reply_304(extra)
-        return Reply(obj.status, obj.fields, obj.body, extra=extra, head=obj.h1_head(), h2=obj.h2_block())
+        return obj.reply(extra)
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                      body: bytes, *, stream: bool = False) -> tuple[UpstreamResponse, float, float]:
@@ -503,7 +482,7 @@ class Exchange:
             fields.append((b"content-length", b"%d" % len(response.body)))
         obj = CachedObject(stored, response.status, fields, response.body)
         vary = stored.vary if stored.vary != "*" else ()
-        values = tuple(_ABSENT if v is None else v for v in stored.vary_values)
+        values = tuple(VARY_ABSENT if v is None else v for v in stored.vary_values)
         refused = self.cache.store(Entry(
             key=key, path=target.split(b"?", 1)[0], vary=tuple(vary) or None, vary_values=values,
             value=obj, size=size, surrogate_keys=stored.surrogate_keys, stale=stale)) is None
@@ -755,15 +734,6 @@ def _refresh_key(key: bytes, obj: CachedObject) -> bytes:
     return b"%s #%x" % (key, id(obj))
 
 
-def _plain_request(headers: list[tuple[bytes, bytes]]) -> bool:
-    """None of the fields that change what the cache may answer (``policy.POLICY_REQUEST_FIELDS``)."""
-    fields = policy.POLICY_REQUEST_FIELDS
-    for name, _ in headers:  # noqa: SIM110 — a plain loop: all() over a generator costs more here
-        if name in fields:
-            return False
-    return True
-
-
 @functools.lru_cache(maxsize=4096)
 def _hit_status(ttl: int) -> bytes:
     """``Cache-Status`` of a fresh hit; formatted once per distinct ttl second."""
@@ -772,7 +742,7 @@ def _hit_status(ttl: int) -> bytes:
 
 def _vary_getter(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
     value = vary_value(headers, name)
-    return _ABSENT if value is None else value
+    return VARY_ABSENT if value is None else value
 
 
 def _origin_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

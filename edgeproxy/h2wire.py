@@ -232,12 +232,28 @@ def _string(data: bytes) -> bytes:
     return encode_int(len(data), 7, 0) + data  # no Huffman: cheaper to make, a few bytes longer
 
 
-def encode_field(name: bytes, value: bytes) -> bytes:
-    """A literal field without indexing (RFC 7541 §6.2.2); ``name`` is lower-case."""
+_SHORT_LENGTHS = tuple(bytes((n,)) for n in range(127))  # string lengths that fit the 7-bit prefix
+_NAME_PARTS: dict[bytes, bytes] = {}  # field name → the encoded start of its literal field
+NAME_PARTS_MAX = 1024  # names remembered: ours and the origin's are a few dozen; the rest are encoded each time
+
+
+def _name_part(name: bytes) -> bytes:
     index = STATIC_NAME_INDEX.get(name)
-    if index is not None:
-        return encode_int(index, 4, 0) + _string(value)
-    return b"\x00" + _string(name) + _string(value)
+    part = encode_int(index, 4, 0) if index is not None else b"\x00" + _string(name)
+    if len(_NAME_PARTS) < NAME_PARTS_MAX:
+        _NAME_PARTS[name] = part
+    return part
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """A literal field without indexing (RFC 7541 §6.2.2); ``name`` is lower-case.
+
+    Runs for every extra field of every HTTP/2 answer, so the name's part is remembered and a
+    short value's length is one table lookup.
+    """
+    part = _NAME_PARTS.get(name) or _name_part(name)
+    size = len(value)
+    return part + (_SHORT_LENGTHS[size] if size < 127 else encode_int(size, 7, 0)) + value
 
 
 def encode_status(status: int) -> bytes:

@@ -384,13 +384,29 @@ def conditional_headers(stored: Stored) -> list[tuple[bytes, bytes]]:
 POLICY_REQUEST_FIELDS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since"})
 
 
-def is_plain(stored: Stored) -> bool:
-    """No Vary and no response ``no-cache``: only freshness decides for a plain request."""
-    return not stored.vary and not stored.directives.no_cache
+def is_plain(stored: Stored, *, vary_matched: bool = False) -> bool:
+    """No response ``no-cache``, and no Vary or one the caller has matched: then only freshness
+    decides for a plain request (``is_plain_request``).
+
+    ``vary_matched`` says ``vary_matches(stored, request)`` holds, as it does for the entry a
+    cache lookup selected with the request's normalised Vary values (RFC 9111 §4.1): ``choose``
+    would check the same again. Authorization changes nothing here: RFC 9111 §3.5 is about
+    storing, and ``is_storable`` kept out what a shared cache may not reuse for it.
+    """
+    return (vary_matched or not stored.vary) and not stored.directives.no_cache
+
+
+def is_plain_request(request_headers: Fields) -> bool:
+    """None of POLICY_REQUEST_FIELDS: no request directive or precondition for the cache to weigh."""
+    fields = POLICY_REQUEST_FIELDS
+    for name, _ in request_headers:  # noqa: SIM110 — a plain loop: all() over a generator costs more here
+        if name in fields:
+            return False
+    return True
 
 
 def serve_plain(stored: Stored, now: float) -> Serve | None:
-    """``choose`` for a GET/HEAD without POLICY_REQUEST_FIELDS and an ``is_plain`` response:
+    """``choose`` for an ``is_plain_request`` GET/HEAD and an ``is_plain`` response:
     Serve while fresh, else None (then ``choose`` decides). The hit path's short cut; the
     property tests check it against ``choose``."""
     age = current_age(stored, now)

@@ -40,12 +40,14 @@ from edgeproxy.policy import (
     freshness_lifetime,
     is_fresh,
     is_plain,
+    is_plain_request,
     is_storable,
     make_stored,
     mark_stale,
     not_modified,
     request_directives,
     serve_plain,
+    vary_matches,
 )
 
 T0 = 1_700_000_000
@@ -302,6 +304,44 @@ def test_delta_seconds_round_trip(n: int) -> None:
 def test_plain_short_cut_decides_as_choose(s: Stored, elapsed: int, method: bytes, request: Headers) -> None:
     """The hit path's short cut gives exactly choose()'s Serve, and never serves what choose would not."""
     if not is_plain(s):
+        return
+    now = s.response_time + elapsed
+    full = choose(method, request, s, now)
+    plain = serve_plain(s, now)
+    if plain is None:
+        assert not isinstance(full, Serve)
+    else:
+        assert full == plain
+
+
+@st.composite
+def varied_exchanges(draw: st.DrawFn) -> tuple[Stored, Headers]:
+    """A Vary'd stored response and a later plain request whose Vary values match it (the entry a
+    cache lookup selects), Authorization and the gateway's role field among the request's fields."""
+    status, headers = draw(responses())
+    headers = [(n, v) for n, v in headers if n != b"vary"]
+    headers.append((b"vary", draw(st.sampled_from([b"accept-encoding", b"X-Flowcms-Role",
+                                                   b"accept-encoding, x-flowcms-role"]))))
+    request = [(n, v) for n, v in draw(requests()) if is_plain_request([(n, v)])]
+    request += draw(st.lists(st.tuples(st.sampled_from([b"user-agent", b"authorization", b"x-flowcms-role"]),
+                                       st.sampled_from([b"a", b"Bearer k", b"viewer"])), max_size=3))
+    delay = draw(st.integers(0, 5))
+    s = make_stored(b"GET", request, status, headers, float(T0 - delay), float(T0))
+    if draw(st.integers(0, 3)) == 0:
+        s = mark_stale(s)
+    return s, request
+
+
+@given(varied_exchanges(), st.integers(0, 800), st.sampled_from([b"GET", b"HEAD"]))
+def test_plain_short_cut_with_a_matched_vary_decides_as_choose(exchange: tuple[Stored, Headers], elapsed: int,
+                                                              method: bytes) -> None:
+    """Once the cache lookup has matched the Vary (RFC 9111 §4.1), the short cut is choose()'s Serve
+    for a Vary'd response too, Authorization or not (RFC 9111 §3.5 is decided at storage)."""
+    s, request = exchange
+    assert vary_matches(s, request)
+    assert is_plain_request(request)
+    if not is_plain(s, vary_matched=True):
+        assert s.directives.no_cache
         return
     now = s.response_time + elapsed
     full = choose(method, request, s, now)

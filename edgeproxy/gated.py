@@ -1,0 +1,82 @@
+"""A request under a gateway route: the gateway's identity fields, and its fresh-hit path.
+
+The gateway (``gateway.py``) says who is asking. Its X-Flowcms-* fields replace any the
+client sent before the cache looks (API answers carry ``Vary`` on the role field), and its
+X-RateLimit-* fields join the answer. On the hit path nothing is copied for that:
+``identity_vary`` answers the cache's Vary questions from the client's fields and the
+identity together, which is what a lookup over ``with_identity(fields, identity)`` sees; the
+copy is made only when the general policy (``policy.choose``) has to read the request. The
+rate limit is charged only when the cache answers: on None, ``Exchange.handle`` decides again
+and charges it there, once. Denials go back to the exchange, which writes every error answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from edgeproxy.cache import VARY_ABSENT
+from edgeproxy.gateway import IDENTITY_PREFIX, Deny, Gateway, Identity, Route
+from edgeproxy.headers import normalise_field_value, vary_value
+
+if TYPE_CHECKING:
+    from edgeproxy.exchange import Exchange, Reply
+
+Fields = list[tuple[bytes, bytes]]
+
+
+def with_identity(headers: Fields, identity: Identity) -> Fields:
+    """The request fields with every client-sent X-Flowcms-* replaced by the gateway's."""
+    return [(n, v) for n, v in headers if not n.startswith(IDENTITY_PREFIX)] + list(identity.fields)
+
+
+def identity_vary(headers: Fields, identity: Identity) -> Callable[[bytes], bytes]:
+    """The cache's ``request_vary_getter`` of ``with_identity(headers, identity)``, without the copy.
+
+    Vary names are lowercase (``headers.parse_vary``); an identity field appears at most once,
+    so its value is normalised alone, as ``headers.vary_value`` would.
+    """
+    own = identity.fields
+
+    def getter(name: bytes) -> bytes:
+        if name.startswith(IDENTITY_PREFIX):
+            for field, value in own:
+                if field == name:
+                    return normalise_field_value(value)
+            return VARY_ABSENT
+        value = vary_value(headers, name)
+        return VARY_ABSENT if value is None else value
+
+    return getter
+
+
+def gated_hit(exchange: Exchange, gw: Gateway, route: Route, method: bytes, target: bytes, fields: Fields,
+              host: bytes | None, client: str | None) -> Reply | Deny | None:
+    """``Exchange.try_hit`` under ``route``: a fresh hit carrying its X-RateLimit-* fields, the
+    gateway's denial (401, 403, 429) for the exchange to answer, or None (take ``handle``)."""
+    authorization = None
+    for name, value in fields:  # get_header's answer for a singleton field, without its list
+        if name == b"authorization":
+            authorization = value
+            break
+    now_ns = exchange.gateway_clock()
+    identity = gw.authenticate(route, method, authorization, client, now_ns)
+    counters = exchange.counters
+    if type(identity) is Deny:
+        counters.requests += 1
+        return identity
+    assert isinstance(identity, Identity)
+    host = host.lower() if host else None
+    entry = exchange.cache.peek(b"%s%s" % (host or b"", target), identity_vary(fields, identity))
+    hit = exchange.fresh_hit(method, fields, entry, identity)
+    if hit is None:
+        return None
+    assert entry is not None
+    counters.requests += 1
+    charged = gw.charge(identity, now_ns)
+    if type(charged) is Deny:
+        counters.hits -= 1  # fresh_hit counted a hit, but the cache did not answer
+        return charged
+    exchange.cache.record_hit(entry)
+    hit.extra += charged  # fresh_hit's list, this reply's own
+    return hit
