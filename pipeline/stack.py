@@ -79,7 +79,6 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
             process, edge_url = await _start_edge(host, port, origin_url, token, _edge_config(store, token))
             publisher.edges = [Edge(edge_url, token)]
             session = write_session(store, publisher.edges[0])  # `flowcms publish` elsewhere purges it too
-            assert process.stderr is not None
             nursery.start_soon(_forward, process.stderr)
         say(f"site:   [bold]{edge_url or origin_url}/[/]" + ("   (edgeproxy → origin)" if edge_url else ""))
         if edge_url:
@@ -148,12 +147,54 @@ def _edge_config(store: Store, token: str) -> Path:
     return path
 
 
-async def _start_edge(host: str, port: int, origin_url: str, token: str, config: Path) -> tuple[trio.Process, str]:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "edgeproxy", "--listen", f"{host}:{port}", "--origin", origin_url,
-         "--purge-token", token, "--log-format", "off", "--config", str(config)],
-        stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-    assert process.stderr is not None
+class EdgeProcess:
+    """The edge child process, forked by the thread that runs the stack.
+
+    Not ``trio.lowlevel.open_process``: it forks from a worker thread, and Linux sends the
+    PR_SET_PDEATHSIG signal when the *thread* that forked exits, not the process. trio retires
+    a worker thread after 10 s idle, so the edge of an idle ``flowcms up`` got SIGTERM a few
+    seconds after start (measured: 10.0 s). ``subprocess.Popen`` here ties the signal to the
+    thread running ``trio.run``, which lives exactly as long as the stack.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       preexec_fn=_die_with_parent)
+        assert self._popen.stderr is not None
+        self.stderr = trio.lowlevel.FdStream(os.dup(self._popen.stderr.fileno()))
+        self._popen.stderr.close()
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self._popen.send_signal(signum)  # a no-op once the child has been reaped
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def wait(self) -> int:
+        """A pidfd becomes readable when the child exits (Linux ≥ 5.3); elsewhere a worker
+        thread waits (it only waits: the fork was done by the main thread)."""
+        try:
+            fd = os.pidfd_open(self._popen.pid)
+        except (AttributeError, OSError):
+            return await trio.to_thread.run_sync(self._popen.wait, abandon_on_cancel=True)
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+        return self._popen.wait()
+
+
+async def _start_edge(host: str, port: int, origin_url: str, token: str, config: Path) -> tuple[EdgeProcess, str]:
+    process = EdgeProcess([sys.executable, "-m", "edgeproxy", "--listen", f"{host}:{port}", "--origin", origin_url,
+                           "--purge-token", token, "--log-format", "off", "--config", str(config)])
     output = b""
     with trio.move_on_after(EDGE_START_S):
         while (match := re.search(rb"listening on (\S+):(\d+)", output)) is None:
@@ -185,7 +226,7 @@ async def _forward(stream: trio.abc.ReceiveStream) -> None:
         await trio.to_thread.run_sync(sys.stderr.buffer.write, chunk)
 
 
-async def _stop(process: trio.Process) -> None:
+async def _stop(process: EdgeProcess) -> None:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(STOP_S):
