@@ -554,6 +554,9 @@ def up_cmd(site: Site, host: str, port: int, origin_port: int, no_edge: bool, no
            no_answer_cache: bool) -> None:
     """Build and publish the site if it changed, then run the whole stack: origin, edge proxy
     in front (HTTP/1.1 + HTTP/2), and a watcher that publishes every commit to the branch."""
+    from pipeline.watch import current_state
+
+    since = current_state(site.path, site.branch)  # what this build sees: the watcher starts from it
     try:
         with site.store.lock():
             result = run_build(site, ref=None, full=False, as_of=None, workers=None)
@@ -572,7 +575,7 @@ def up_cmd(site: Site, host: str, port: int, origin_port: int, no_edge: bool, no
     try:
         trio.run(partial(run_stack, site.path, site.store, branch=site.branch, host=host, port=port,
                          origin_port=origin_port, edge=not no_edge, watch=not no_watch, say=out.print,
-                         answer_cache=False if no_answer_cache else None))
+                         answer_cache=False if no_answer_cache else None, since=since))
     except* StackError as group:
         for exc in group.exceptions:
             err.print(f"[red]error:[/] {exc}")

@@ -39,18 +39,21 @@ class StackError(Exception):
 
 
 async def run_stack(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int,
-                    edge: bool, watch: bool, say: Callable[[str], Any], answer_cache: bool | None = None) -> None:
-    """``answer_cache``: the origin's per-build API answer cache (None: FLOWCMS_ANSWER_CACHE, default on)."""
+                    edge: bool, watch: bool, say: Callable[[str], Any], answer_cache: bool | None = None,
+                    since: str | None = None) -> None:
+    """``answer_cache``: the origin's per-build API answer cache (None: FLOWCMS_ANSWER_CACHE, default on).
+    ``since``: the branch state the live build was made from (``watch.current_state`` before it was
+    built); a commit after it is published even if it landed before the watcher started."""
     token = secrets.token_urlsafe(18)
     # Signals are caught from the start: a SIGTERM while the stack comes up stops it cleanly too.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         await _run(site, store, branch=branch, host=host, port=port, origin_port=origin_port, edge=edge,
-                   watch=watch, say=say, token=token, signals=signals, answer_cache=answer_cache)
+                   watch=watch, say=say, token=token, signals=signals, answer_cache=answer_cache, since=since)
 
 
 async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, origin_port: int, edge: bool,
                watch: bool, say: Callable[[str], Any], token: str, signals: Any,
-               answer_cache: bool | None) -> None:
+               answer_cache: bool | None, since: str | None) -> None:
     # FLOWCMS_WEBHOOK_BACKOFF_S: the first retry's delay (tests and demos use a short one)
     webhook_backoff = float(os.environ.get("FLOWCMS_WEBHOOK_BACKOFF_S", BACKOFF_BASE_S))
     from hypercorn.config import Config
@@ -89,7 +92,7 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
         if watch:
             what = f"branch {branch} of {site}" if git_dir(site) else f"the files of {site}"
             say(f"watching {what}: every change is published. Ctrl-C stops.")
-            nursery.start_soon(_watch, site, branch, publisher, say)
+            nursery.start_soon(_watch, site, branch, since, publisher, say)
         else:
             say("Ctrl-C stops.")
         try:
@@ -103,8 +106,9 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
             nursery.cancel_scope.cancel()
 
 
-async def _watch(site: Path, branch: str, publisher: Publisher, say: Callable[[str], Any]) -> None:
-    async for state in changes(site, branch):
+async def _watch(site: Path, branch: str, since: str | None, publisher: Publisher,
+                 say: Callable[[str], Any]) -> None:
+    async for state in changes(site, branch, since=since):
         record = await publisher.publish(f"watch {state[:12]}")
         say(record.summary())
 

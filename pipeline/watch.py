@@ -94,8 +94,20 @@ def folder_state(site: Path) -> str:
     return f"{count}:{newest}"
 
 
-async def changes(site: Path, branch: str) -> AsyncIterator[str]:
-    """Each new state of what ``flowcms publish`` would build (a commit id, or a folder stamp)."""
+def current_state(site: Path, branch: str) -> str | None:
+    """What ``changes`` compares: the branch's commit id, or the folder's stamp."""
+    repo = git_dir(site)
+    return branch_state(repo, branch) if repo is not None else folder_state(site)
+
+
+async def changes(site: Path, branch: str, *, since: str | None = None) -> AsyncIterator[str]:
+    """Each new state of what ``flowcms publish`` would build (a commit id, or a folder stamp).
+
+    ``since``: the state already published. Without it the first reading is the baseline, and
+    a commit that lands between the caller's start and that reading is never reported (the
+    stack said it was ready, a test committed at once, nothing was published); with it, the
+    first reading is compared too.
+    """
     repo = git_dir(site)
     state: Callable[[], str | None]
     watch_dirs: list[Path] = []
@@ -111,10 +123,13 @@ async def changes(site: Path, branch: str) -> AsyncIterator[str]:
             notifier = _Inotify(watch_dirs)
         except (OSError, AttributeError):
             notifier = None  # not Linux, or out of watches: poll
-    last = await trio.to_thread.run_sync(state)
+    last = since if since is not None else await trio.to_thread.run_sync(state)
+    look_now = since is not None  # a change before the watches were set: no event will tell
     try:
         while True:
-            if notifier is not None:
+            if look_now:
+                look_now = False
+            elif notifier is not None:
                 await notifier.wait()
                 await trio.sleep(DEBOUNCE_S)
             else:
