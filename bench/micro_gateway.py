@@ -42,10 +42,11 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgeproxy.config import ProxyConfig
-from edgeproxy.exchange import Exchange, Reply
+from edgeproxy.exchange import Exchange
 from edgeproxy.gateway import RateLimiter
 from edgeproxy.gateway_config import parse_gateway
 from edgeproxy.http2 import H2Connection
+from edgeproxy.replies import Reply
 from edgeproxy.upstream import UpstreamResponse
 
 HOST = b"127.0.0.1:8080"

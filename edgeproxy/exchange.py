@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -50,9 +46,7 @@ from edgeproxy.gateway import (
     is_disguised,
     max_body_bytes,
 )
-from edgeproxy.h2wire import encode_block
 from edgeproxy.headers import format_cache_status, get_header, vary_value
-from edgeproxy.http1 import format_head_prefix
 from edgeproxy.publish_metrics import PublishLog, merge_snapshots, summarize
 from edgeproxy.purge import (
     REALM,
@@ -63,6 +57,15 @@ from edgeproxy.purge import (
     path_of,
     spec_from_wire,
     spec_to_wire,
+)
+from edgeproxy.replies import (
+    CONTENT_FIELDS,
+    CachedObject,
+    Filled,
+    Reply,
+    denial_reply,
+    error_reply,
+    has_body,
 )
 from edgeproxy.stats import Counters, format_json, format_prometheus, merge_numbers
 from edgeproxy.upstream import Flights, OriginPool, UpstreamResponse
@@ -79,127 +82,8 @@ EDGE_SET_FIELDS = frozenset({b"age", b"date", b"x-request-id"})
 # response, and the cache then answers the precondition itself (Varnish does the same on a miss).
 CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
                                 b"if-unmodified-since", b"if-range"})
-_CONTENT_FIELDS = frozenset({b"content-length", b"content-type", b"content-encoding", b"content-range"})
-REQUEST_ID_MAX = 200
 STREAM_AFTER_MIN = 1 << 20  # bodies up to this are read whole even when the cache is tiny
-_RID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
 # Purge paths arrive as JSON text; request targets are bytes with non-ASCII percent-encoded.
-
-
-@dataclass(slots=True)
-class CachedObject:
-    """What a cache entry holds: the policy's view and the bytes to send."""
-
-    stored: policy.Stored
-    status: int
-    fields: list[tuple[bytes, bytes]]  # client-facing header fields (no hop-by-hop, no Age/Date)
-    body: bytes
-    head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
-    h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
-    not_modified: Reply | None = None  # the 304 for a matching precondition, prepared once
-
-    def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
-        """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""
-        return Reply(self.status, self.fields, self.body, extra=extra, head=self.h1_head(), h2=self.h2_block())
-
-    def reply_304(self, extra: list[tuple[bytes, bytes]]) -> Reply:
-        """RFC 9110 §15.4.5: the validators and caching fields, no content fields."""
-        prepared = self.not_modified
-        if prepared is None:
-            fields = [(n, v) for n, v in self.fields if n not in _CONTENT_FIELDS]
-            prepared = self.not_modified = Reply(304, fields, b"", head=format_head_prefix(304, fields),
-                                                 h2=encode_block(304, fields))
-        return Reply(304, prepared.fields, b"", extra=extra, head=prepared.head, h2=prepared.h2)
-
-    def h1_head(self) -> bytes:
-        if not self.head:
-            self.head = format_head_prefix(self.status, self.fields)
-        return self.head
-
-    def h2_block(self) -> bytes:
-        if not self.h2:
-            fields = self.fields
-            if has_body(self.status) and not any(n == b"content-length" for n, _ in fields):
-                fields = [*fields, (b"content-length", b"%d" % len(self.body))]
-            self.h2 = encode_block(self.status, fields)
-        return self.h2
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    fields: list[tuple[bytes, bytes]]
-    body: bytes  # a HEAD answer keeps the GET body here; the adapters send only the head
-    close: bool = False
-    extra: list[tuple[bytes, bytes]] = field(default_factory=list)
-    head: bytes = b""  # pre-serialized status line + fields, when the reply comes from the cache
-    h2: bytes = b""  # the same for HTTP/2: an encoded header block prefix
-    # A body too large to hold: ``body`` is its start, ``stream`` the rest as the origin sends
-    # it; ``length`` is the whole length when the origin declared it (else chunked / close).
-    stream: AsyncIterator[bytes] | None = None
-    length: int | None = None
-
-    async def aclose(self) -> None:
-        """Drop a streamed body that will not be sent (frees the origin connection)."""
-        if self.stream is not None:
-            await self.stream.aclose()  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class Filled:
-    """A cache-filling fetch's outcome, shared with the requests collapsed into it."""
-
-    response: UpstreamResponse
-    obj: CachedObject | None  # what was stored, None when the response was not storable
-
-
-def _request_ids() -> Iterator[bytes]:
-    """Unique ids without a syscall per request: a random per-process prefix and a counter."""
-    prefix = os.urandom(8).hex().encode()
-    for n in itertools.count(1):
-        yield b"%s-%x" % (prefix, n)
-
-
-_REQUEST_IDS = _request_ids()
-
-
-def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The client's X-Request-ID when well-formed (short, safe characters), else a new one."""
-    given = get_header(headers, b"x-request-id")
-    if given and len(given) <= REQUEST_ID_MAX and all(c in _RID_CHARS for c in given):
-        return given
-    return next(_REQUEST_IDS)
-
-
-def error_reply(status: int, code: str, message: str) -> Reply:
-    body = json.dumps({"errors": [{"status": str(status), "code": code, "detail": message}]}).encode()
-    return Reply(status, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
-
-
-# JSON:API titles of the gateway's denials (the origin's jsonapi.ERRORS says the same)
-_DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 413: "Payload too large",
-                  429: "Too many requests"}
-
-
-def denial_reply(deny: Deny, route: Route) -> Reply:
-    """A gateway denial in its API's own error style: GraphQL ``errors[].extensions`` on a GraphQL
-    route, JSON:API ``errors[]`` elsewhere (seed 001's codes); WWW-Authenticate, Retry-After and
-    X-RateLimit-* come with the denial."""
-    if route.graphql:
-        document: dict[str, Any] = {"data": None, "errors": [{"message": deny.message, "extensions": {
-            "code": deny.code, "statusCode": deny.status}}]}
-        media_type = b"application/json"
-    else:
-        document = {"errors": [{"status": str(deny.status), "code": deny.code,
-                                "title": _DENIAL_TITLES.get(deny.status, deny.code), "detail": deny.message}]}
-        media_type = b"application/vnd.api+json"
-    return Reply(deny.status, [(b"content-type", media_type), (b"cache-control", b"no-store"), *deny.headers],
-                 json.dumps(document).encode())
-
-
-def has_body(status: int) -> bool:
-    """May a response with this status carry content (RFC 9110 §6.4.1, §8.6)?"""
-    return status >= 200 and status not in (204, 304)
 
 
 def client_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -535,8 +419,8 @@ class Exchange:
         obj.stored = policy.update_from_304(obj.stored, response.headers, t0, t1)
         updated = {n for n, _ in response.headers}
         obj.head = b""
-        obj.fields = [f for f in obj.fields if f[0] not in updated or f[0] in _CONTENT_FIELDS] + [
-            f for f in client_fields(response.headers) if f[0] not in _CONTENT_FIELDS]
+        obj.fields = [f for f in obj.fields if f[0] not in updated or f[0] in CONTENT_FIELDS] + [
+            f for f in client_fields(response.headers) if f[0] not in CONTENT_FIELDS]
         if purged:
             obj.stored = policy.mark_stale(obj.stored)  # purged again while we asked: stay stale
             return
@@ -723,7 +607,7 @@ def _not_modified_reply(headers: list[tuple[bytes, bytes]], response: UpstreamRe
     stored = policy.make_stored(b"GET", [], response.status, response.headers, now, now)
     if not policy.not_modified(headers, stored):
         return None
-    fields = [(n, v) for n, v in client_fields(response.headers) if n not in _CONTENT_FIELDS]
+    fields = [(n, v) for n, v in client_fields(response.headers) if n not in CONTENT_FIELDS]
     return Reply(304, fields, b"", extra=[(b"cache-status", cache_status)])
 
 

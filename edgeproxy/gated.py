@@ -20,7 +20,8 @@ from edgeproxy.gateway import IDENTITY_PREFIX, Deny, Gateway, Identity, Route
 from edgeproxy.headers import normalise_field_value, vary_value
 
 if TYPE_CHECKING:
-    from edgeproxy.exchange import Exchange, Reply
+    from edgeproxy.exchange import Exchange
+    from edgeproxy.replies import Reply
 
 Fields = list[tuple[bytes, bytes]]
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from edgeproxy.errors import RemoteProtocolError
-from edgeproxy.exchange import request_id
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
+from edgeproxy.replies import request_id
 from edgeproxy.server import log_access, serialize_parts
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ import trio
 
 from edgeproxy import h2wire as w
 from edgeproxy.errors import UpstreamError
-from edgeproxy.exchange import Reply, error_reply, has_body, request_id
+from edgeproxy.replies import Reply, error_reply, has_body, request_id
 from edgeproxy.server import DATES, FastSocket, log_access, peer_host
 
 if TYPE_CHECKING:

@@ -30,9 +30,10 @@ import trio
 from edgeproxy.bus import WorkerBus
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import ConfigError, RemoteProtocolError, UpstreamError
-from edgeproxy.exchange import Exchange, Reply, error_reply, has_body, request_id
+from edgeproxy.exchange import Exchange
 from edgeproxy.headers import format_http_date
 from edgeproxy.http1 import NEED_DATA, Body, EndOfMessage, H1Server, RequestHead, format_response_head
+from edgeproxy.replies import Reply, error_reply, has_body, request_id
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("edgeproxy.access")

@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeproxy.config import ProxyConfig
-from edgeproxy.exchange import Exchange, Reply, _vary_getter
+from edgeproxy.exchange import Exchange, _vary_getter
 from edgeproxy.gated import identity_vary, with_identity
 from edgeproxy.gateway import NS, Identity, Role
 from edgeproxy.gateway_config import parse_gateway
+from edgeproxy.replies import Reply
 from edgeproxy.upstream import UpstreamResponse
 
 NOW_NS = 1_767_225_600 * NS

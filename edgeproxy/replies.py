@@ -1,0 +1,141 @@
+"""The answers the edge sends: a cached object's reply (its heads encoded once), error and
+gateway-denial replies, and request ids. Split from ``exchange.py``, which decides which answer
+a request gets; the protocol adapters (``server.py``, ``hitloop.py``, ``http2.py``) send these.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeproxy import policy
+from edgeproxy.gateway import Deny, Route
+from edgeproxy.h2wire import encode_block
+from edgeproxy.headers import get_header
+from edgeproxy.http1 import format_head_prefix
+from edgeproxy.upstream import UpstreamResponse
+
+# RFC 9110 §15.4.5: a 304 carries validators and caching fields, none of these
+CONTENT_FIELDS = frozenset({b"content-length", b"content-type", b"content-encoding", b"content-range"})
+REQUEST_ID_MAX = 200
+_RID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+
+
+@dataclass(slots=True)
+class CachedObject:
+    """What a cache entry holds: the policy's view and the bytes to send."""
+
+    stored: policy.Stored
+    status: int
+    fields: list[tuple[bytes, bytes]]  # client-facing header fields (no hop-by-hop, no Age/Date)
+    body: bytes
+    head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
+    h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
+    not_modified: Reply | None = None  # the 304 for a matching precondition, prepared once
+
+    def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
+        """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""
+        return Reply(self.status, self.fields, self.body, extra=extra, head=self.h1_head(), h2=self.h2_block())
+
+    def reply_304(self, extra: list[tuple[bytes, bytes]]) -> Reply:
+        """RFC 9110 §15.4.5: the validators and caching fields, no content fields."""
+        prepared = self.not_modified
+        if prepared is None:
+            fields = [(n, v) for n, v in self.fields if n not in CONTENT_FIELDS]
+            prepared = self.not_modified = Reply(304, fields, b"", head=format_head_prefix(304, fields),
+                                                 h2=encode_block(304, fields))
+        return Reply(304, prepared.fields, b"", extra=extra, head=prepared.head, h2=prepared.h2)
+
+    def h1_head(self) -> bytes:
+        if not self.head:
+            self.head = format_head_prefix(self.status, self.fields)
+        return self.head
+
+    def h2_block(self) -> bytes:
+        if not self.h2:
+            fields = self.fields
+            if has_body(self.status) and not any(n == b"content-length" for n, _ in fields):
+                fields = [*fields, (b"content-length", b"%d" % len(self.body))]
+            self.h2 = encode_block(self.status, fields)
+        return self.h2
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    fields: list[tuple[bytes, bytes]]
+    body: bytes  # a HEAD answer keeps the GET body here; the adapters send only the head
+    close: bool = False
+    extra: list[tuple[bytes, bytes]] = field(default_factory=list)
+    head: bytes = b""  # pre-serialized status line + fields, when the reply comes from the cache
+    h2: bytes = b""  # the same for HTTP/2: an encoded header block prefix
+    # A body too large to hold: ``body`` is its start, ``stream`` the rest as the origin sends
+    # it; ``length`` is the whole length when the origin declared it (else chunked / close).
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+
+    async def aclose(self) -> None:
+        """Drop a streamed body that will not be sent (frees the origin connection)."""
+        if self.stream is not None:
+            await self.stream.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """A cache-filling fetch's outcome, shared with the requests collapsed into it."""
+
+    response: UpstreamResponse
+    obj: CachedObject | None  # what was stored, None when the response was not storable
+
+
+def _request_ids() -> Iterator[bytes]:
+    """Unique ids without a syscall per request: a random per-process prefix and a counter."""
+    prefix = os.urandom(8).hex().encode()
+    for n in itertools.count(1):
+        yield b"%s-%x" % (prefix, n)
+
+
+_REQUEST_IDS = _request_ids()
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The client's X-Request-ID when well-formed (short, safe characters), else a new one."""
+    given = get_header(headers, b"x-request-id")
+    if given and len(given) <= REQUEST_ID_MAX and all(c in _RID_CHARS for c in given):
+        return given
+    return next(_REQUEST_IDS)
+
+
+def error_reply(status: int, code: str, message: str) -> Reply:
+    body = json.dumps({"errors": [{"status": str(status), "code": code, "detail": message}]}).encode()
+    return Reply(status, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
+
+
+# JSON:API titles of the gateway's denials (the origin's jsonapi.ERRORS says the same)
+_DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 413: "Payload too large",
+                  429: "Too many requests"}
+
+
+def denial_reply(deny: Deny, route: Route) -> Reply:
+    """A gateway denial in its API's own error style: GraphQL ``errors[].extensions`` on a GraphQL
+    route, JSON:API ``errors[]`` elsewhere (seed 001's codes); WWW-Authenticate, Retry-After and
+    X-RateLimit-* come with the denial."""
+    if route.graphql:
+        document: dict[str, Any] = {"data": None, "errors": [{"message": deny.message, "extensions": {
+            "code": deny.code, "statusCode": deny.status}}]}
+        media_type = b"application/json"
+    else:
+        document = {"errors": [{"status": str(deny.status), "code": deny.code,
+                                "title": _DENIAL_TITLES.get(deny.status, deny.code), "detail": deny.message}]}
+        media_type = b"application/vnd.api+json"
+    return Reply(deny.status, [(b"content-type", media_type), (b"cache-control", b"no-store"), *deny.headers],
+                 json.dumps(document).encode())
+
+
+def has_body(status: int) -> bool:
+    """May a response with this status carry content (RFC 9110 §6.4.1, §8.6)?"""
+    return status >= 200 and status not in (204, 304)
