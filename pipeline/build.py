@@ -217,10 +217,14 @@ def _parse_chunk(indices: list[int]) -> list[tuple[int, EntryMeta | None, list[t
     out = []
     for i in indices:
         path, blob = items[i]
+        data = source.read(path)
         try:
-            text = source.read(path).decode()
+            text = data.decode()
         except UnicodeDecodeError as exc:
-            out.append((i, None, [(path, 1, exc.start + 1, "encoding", "file is not UTF-8")]))
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - data.rfind(b"\n", 0, exc.start)  # in bytes, 1-based
+            out.append((i, None, [(path, line, column, "encoding",
+                                   f"file is not UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8")]))
             continue
         meta, problems = parse_entry(path, blob, text, _JOB["types"], _JOB["authors"])
         # errors travel as tuples: exceptions with custom __init__ do not unpickle

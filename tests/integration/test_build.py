@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support.sites import TINY_SITE, git_commit, make_site, write_files
 
-from pipeline.build import BuildOptions, build_site
+from pipeline.build import PARALLEL_THRESHOLD, BuildOptions, build_site
 from pipeline.errors import BuildFailed, ContentError, StoreError, TemplateError
 from pipeline.index import body_blobs, open_index
 from pipeline.publish import diff_builds, publish, purge_set
@@ -186,6 +186,23 @@ def test_a_damaged_state_cache_is_rebuilt_from_the_build(site: Path, store: Stor
     full = build(site, Store(tmp_path / "other"), full=True)
     assert inc.build_id == full.build_id
     assert store.load_state(inc.build_id) is not None  # the new build has its cache again
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_that_is_not_utf8_is_reported_with_its_position(site: Path, store: Store, workers: int) -> None:
+    """The workers read the files themselves (through their own repository handle): a bad byte
+    still comes back as path:line:column, with every other problem of the run. Enough entries
+    that ``workers=2`` takes the process pool."""
+    many = {f"blog/filler-{i:03d}.md": f"---\ntitle: Filler {i}\nauthor: ada\n---\nBody {i}.\n"
+            for i in range(PARALLEL_THRESHOLD)}
+    write_files(site, {**many, "blog/latin1.md": b"---\ntitle: Caf\xe9\n---\n",
+                       "blog/noauthor.md": "---\ntitle: Nobody\nauthor: zed\n---\n"})
+    git_commit(site)
+    with pytest.raises(BuildFailed) as info:
+        build(site, store, workers=workers)
+    lines = [str(e) for e in info.value.errors]
+    assert "blog/latin1.md:2:11: file is not UTF-8 (byte 0xe9); save it as UTF-8" in lines
+    assert "blog/noauthor.md:3:1: unknown author 'zed' (not in authors.yaml)" in lines
 
 
 def test_every_problem_is_reported_and_nothing_is_written(site: Path, store: Store) -> None:
