@@ -34,6 +34,7 @@ import trio
 EVENTS = ("content.published", "content.unpublished", "build.failed", "publish.completed", "rollback")
 RETRIES = 5
 MAX_AGE_S = 24 * 3600.0
+CLAIM_MARGIN_S = 30.0  # an attempt lasts at most its timeout; past this a dead dispatcher's claim lapses
 BACKOFF_BASE_S = 30.0  # 30 s, 2 min, 8 min, 32 min, ~2 h (×4 each time, ±20% jitter)
 TIMEOUT_S = 10.0
 DB_FILE = "webhooks.sqlite"
@@ -148,6 +149,19 @@ class Outbox:
                                 (now, limit)).fetchall()
         return [(d, endpoints[e], bytes(b), a, c) for d, e, b, a, c in rows if e in endpoints]
 
+    def claim(self, delivery: str, attempts: int, *, now: float, lease: float) -> bool:
+        """Take a due delivery for one attempt: True for exactly one caller per attempt.
+
+        ``due`` reads a snapshot; an attempt that is recorded meanwhile leaves that snapshot's
+        row stale, and sending it again delivered twice (and spent a retry). The claim only
+        succeeds on the row as it was read, and moves ``next_at`` past the attempt: a dispatcher
+        that dies mid-attempt leaves the delivery to be retried when the lease ends.
+        """
+        with self._connect() as conn:
+            return conn.execute(
+                "UPDATE deliveries SET next_at = ? WHERE id = ? AND attempts = ? AND status = 'pending' "
+                "AND next_at <= ?", (now + lease, delivery, attempts, now)).rowcount == 1
+
     def next_due(self) -> float | None:
         with self._connect() as conn:
             row = conn.execute("SELECT min(next_at) FROM deliveries WHERE status = 'pending'").fetchone()
@@ -217,6 +231,15 @@ class Dispatcher:
     async def _deliver(self, client: httpx.AsyncClient, row: tuple[str, Endpoint, bytes, int, float],
                        in_flight: set[str]) -> None:
         delivery, endpoint, body, attempts, created = row
+        try:
+            claimed = await trio.to_thread.run_sync(lambda: self.outbox.claim(
+                delivery, attempts, now=time.time(), lease=self.timeout + CLAIM_MARGIN_S))
+        except BaseException:
+            in_flight.discard(delivery)
+            raise
+        if not claimed:  # a stale snapshot of a delivery just attempted: not ours to send
+            in_flight.discard(delivery)
+            return
         stamp = int(time.time())
         headers = {"content-type": "application/json", "webhook-id": delivery, "webhook-timestamp": str(stamp),
                    "webhook-signature": sign(endpoint.secret, delivery, stamp, body)}

@@ -12,6 +12,7 @@ import hmac
 import itertools
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -92,6 +93,22 @@ async def run_until(outbox: Outbox, done: Callable[[], bool], **options: float) 
 def test_signature_matches_the_standard_webhooks_example() -> None:
     assert sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
                 b'{"test": 2432232314}') == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_a_delivery_is_claimed_once_per_attempt(tmp_path: Path) -> None:
+    """A dispatcher acts on a snapshot of due rows: a row whose attempt was recorded meanwhile
+    must not be sent again (it was delivered twice, and the retry count went wrong)."""
+    outbox = Outbox(tmp_path)
+    outbox.add_endpoint("http://127.0.0.1:9/hook")
+    (delivery,) = outbox.enqueue("rollback", {"to": "b"})
+    now = time.time()
+    (row,) = outbox.due(now)
+    assert outbox.claim(delivery, row[3], now=now, lease=30)
+    assert not outbox.claim(delivery, row[3], now=now, lease=30)  # the same snapshot again
+    assert outbox.due(now) == []  # leased until the attempt is recorded
+    assert outbox.due(now + 31) != []  # a dispatcher that died mid-attempt: retried after the lease
+    outbox.record(delivery, ok=False, result="HTTP 500", ms=1.0, attempts=row[3] + 1, created=row[4], now=now)
+    assert not outbox.claim(delivery, row[3], now=now + 3600, lease=30)  # stale: the attempt count moved on
 
 
 def test_backoff_grows_fourfold_with_jitter_and_stays_under_a_day() -> None:
