@@ -49,7 +49,8 @@ from pipeline.graph import (
     record_fingerprint,
 )
 from pipeline.index import load_entry_records, open_index, update_index, write_index
-from pipeline.markdown import LinkContext, build_markdown, render_markdown
+from pipeline.markdown import LinkContext
+from pipeline.markdown_fast import MarkdownRenderer, make_renderer
 from pipeline.publish import BuildDiff, diff_manifests
 from pipeline.render import Renderer, template_fingerprints
 from pipeline.schema import ContentType, parse_content_type
@@ -304,10 +305,10 @@ def _run_parallel(
 
 
 def _render_entry(
-    meta: EntryMeta, md: Any, urls: dict[str, str], files: frozenset[str], schema_fps: Mapping[str, str],
+    meta: EntryMeta, md: MarkdownRenderer, urls: dict[str, str], files: frozenset[str], schema_fps: Mapping[str, str],
     put: Callable[[bytes], str],
 ) -> tuple[dict[str, Any] | None, list[tuple[str, int, int, str, str]]]:
-    rendered = render_markdown(md, meta.body, LinkContext(meta.path, urls, files))
+    rendered = md.render(meta.body, LinkContext(meta.path, urls, files))
     problems = [(meta.path, meta.body_line + line, col, "broken-link", msg)
                 for line, col, msg in rendered.problems]
     record = make_record(
@@ -445,7 +446,7 @@ def _build_site(
 
     # markdown (parallel on cold builds)
     files = frozenset(tree)
-    _JOB.update(metas=metas, md=build_markdown(), urls=urls, files=files, schema_fps=schema_fps,
+    _JOB.update(metas=metas, md=make_renderer(), urls=urls, files=files, schema_fps=schema_fps,
                 put=blob_hash if options.dry_run else store.put)
     try:
         results = _run_parallel(_markdown_chunk, len(metas), workers,

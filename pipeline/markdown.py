@@ -13,6 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
@@ -67,6 +68,7 @@ def make_excerpt(text: str) -> str:
 
 
 def build_markdown() -> MarkdownIt:
+    """The reference engine: markdown-it-py, configured as the site renders."""
     md = (
         MarkdownIt("commonmark", {"html": True, "typographer": False})
         .enable(["table", "strikethrough"])
@@ -80,60 +82,106 @@ def build_markdown() -> MarkdownIt:
 
 
 def render_markdown(md: MarkdownIt, body: str, ctx: LinkContext) -> Rendered:
-    env: dict[str, Any] = {"ctx": ctx, "lines": body.splitlines(), "out": Rendered(
-        html="", text="", toc=[], links={}, site_links=[])}
+    body = normalise_body(body)
+    out = Rendered(html="", text="", toc=[], links={}, site_links=[])
+    env: dict[str, Any] = {"out": out, "links": LinkResolver(body, ctx, out)}
     tokens = md.parse(body, env)
-    out: Rendered = env["out"]
     out.html = md.renderer.render(tokens, md.options, env)
     return out
 
 
-def _column(lines: list[str], line: int, needle: str) -> int:
-    if 0 <= line < len(lines):
-        col = lines[line].find(needle)
-        if col >= 0:
-            return col + 1
-    return 1
+def normalise_body(body: str) -> str:
+    """What markdown-it reads, made explicit so both engines read the same: line breaks as
+    ``\n`` and NUL as U+FFFD (markdown-it-py's own ``normalize`` rule), and the last line
+    ended, so a code block left open at the end of a file ends with its line break whether
+    the file does or not."""
+    if "\r" in body:
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if "\0" in body:
+        body = body.replace("\0", "\ufffd")
+    return body if not body or body.endswith("\n") else body + "\n"
+
+
+class LinkResolver:
+    """Rewrites the body's links in document order and records what they point at.
+
+    Both engines hand it every link and image target in the order they appear, so both
+    report the same links, problems and positions. A position is where the target's text
+    is in the body, found by searching forward from the previous link: the line of the
+    link itself, also inside a paragraph that spans several lines.
+    """
+
+    __slots__ = ("base", "body", "ctx", "cursor", "out")
+
+    def __init__(self, body: str, ctx: LinkContext, out: Rendered) -> None:
+        self.body = body
+        self.ctx = ctx
+        self.out = out
+        self.base = posixpath.dirname(ctx.source_path)
+        self.cursor = 0
+
+    def resolve(self, href: str) -> str | None:
+        """The site URL to write instead of ``href``, or None to leave it as it is."""
+        if not href or _EXTERNAL.match(href):
+            return None
+        path, sep, fragment = href.partition("#")
+        path = path.split("?", 1)[0]
+        if path.startswith("/"):
+            target = posixpath.normpath(path.lstrip("/"))
+        else:
+            target = posixpath.normpath(posixpath.join(self.base, path))
+        out = self.out
+        suffix = sep + fragment if fragment else ""
+        if path.endswith(".md"):
+            url = self.ctx.entry_urls.get(target)
+            if url is None:
+                out.problems.append((*self.locate(href), f"broken link {href!r}: no entry {target}"))
+                return None
+            out.links[target] = url
+            self.locate(href)
+            return url + suffix
+        if not path.startswith("/") and target in self.ctx.files:
+            out.site_links.append((*self.locate(href), "/" + target))
+            return "/" + target + suffix
+        if path.startswith("/"):
+            out.site_links.append((*self.locate(href), path))
+            return None
+        out.problems.append((*self.locate(href), f"broken link {href!r}: no file {target}"))
+        return None
+
+    def locate(self, href: str) -> tuple[int, int]:
+        """(0-based line, 1-based column) of ``href`` in the body, and move past it."""
+        body = self.body
+        at = -1
+        for needle in (href, unquote(href)):
+            for start in (self.cursor, 0):
+                for prefix in ("](", "](<", ""):
+                    i = body.find(prefix + needle, start)
+                    if i >= 0:
+                        at = i + len(prefix)
+                        break
+                if at >= 0:
+                    break
+            if at >= 0:
+                break
+        if at < 0:
+            at = self.cursor
+        self.cursor = at + 1
+        line_start = body.rfind("\n", 0, at) + 1
+        return body.count("\n", 0, at), at - line_start + 1
 
 
 def resolve_links(state: StateCore) -> None:
-    env = state.env
-    ctx: LinkContext = env["ctx"]
-    out: Rendered = env["out"]
-    base = posixpath.dirname(ctx.source_path)
+    links: LinkResolver = state.env["links"]
     for block in state.tokens:
         if block.type != "inline" or not block.children:
             continue
-        line = block.map[0] if block.map else 0
         for token in block.children:
             attr = "href" if token.type == "link_open" else "src" if token.type == "image" else None
-            if attr is None:
-                continue
-            href = str(token.attrs.get(attr, ""))
-            if not href or _EXTERNAL.match(href):
-                continue
-            path, sep, fragment = href.partition("#")
-            path = path.split("?", 1)[0]
-            if path.startswith("/"):
-                target = posixpath.normpath(path.lstrip("/"))
-            else:
-                target = posixpath.normpath(posixpath.join(base, path))
-            if path.endswith(".md"):
-                url = ctx.entry_urls.get(target)
-                if url is None:
-                    column = _column(env["lines"], line, href)
-                    out.problems.append((line, column, f"broken link {href!r}: no entry {target}"))
-                    continue
-                out.links[target] = url
-                token.attrs[attr] = url + (sep + fragment if fragment else "")
-            elif not path.startswith("/") and target in ctx.files:
-                token.attrs[attr] = "/" + target + (sep + fragment if fragment else "")
-                out.site_links.append((line, _column(env["lines"], line, href), "/" + target))
-            elif path.startswith("/"):
-                out.site_links.append((line, _column(env["lines"], line, href), path))
-            else:
-                column = _column(env["lines"], line, href)
-                out.problems.append((line, column, f"broken link {href!r}: no file {target}"))
+            if attr is not None:
+                url = links.resolve(str(token.attrs.get(attr, "")))
+                if url is not None:
+                    token.attrs[attr] = url
 
 
 _OUTLINE_TEXT = frozenset({"text", "code_inline"})
@@ -159,4 +207,4 @@ def collect_outline(state: StateCore) -> None:
                 c.content for c in inline.children or () if c.type in text_types
             ).strip()
             out.toc.append({"level": int(token.tag[1]), "id": token.attrs.get("id", ""), "text": text})
-    out.text = _SPACES.sub(" ", "".join(words)).strip()
+    out.text = " ".join("".join(words).split())  # = \s+ collapsed and stripped, in C

@@ -12,6 +12,7 @@ from support.sites import TINY_SITE, git_commit, make_site, write_files
 from pipeline.build import PARALLEL_THRESHOLD, BuildOptions, build_site
 from pipeline.errors import BuildFailed, ContentError, StoreError, TemplateError
 from pipeline.index import body_blobs, open_index
+from pipeline.markdown_fast import ENGINE_ENV
 from pipeline.publish import diff_builds, publish, purge_set
 from pipeline.source import DirSource, GitSource
 from pipeline.store import MANIFESTS_KEPT, STATE_FILE, STATE_VERSION, Store
@@ -65,6 +66,19 @@ def test_build_is_byte_identical_for_the_same_commit(site: Path, tmp_path: Path)
     assert ra.build_id == rb.build_id
     assert (a.build_dir(ra.build_id) / "manifest.json").read_bytes() == (
         b.build_dir(rb.build_id) / "manifest.json").read_bytes()
+
+
+def test_both_markdown_engines_build_the_sample_site_identically(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """markdown-it.rs is an accelerator, not a second dialect: the same blobs, the same build id."""
+    content = Path(__file__).resolve().parents[2] / "content"
+    ids = {}
+    for engine in ("python", "rust"):
+        monkeypatch.setenv(ENGINE_ENV, engine)
+        result = build_site(DirSource(content), Store(tmp_path / engine), previous=None,
+                            options=BuildOptions(full=True, as_of=AS_OF, workers=1))
+        ids[engine] = result.build_id
+    assert ids["python"] == ids["rust"]
 
 
 def test_blobs_are_stored_once(site: Path, store: Store) -> None:

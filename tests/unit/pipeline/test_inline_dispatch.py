@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from pipeline import inline_dispatch
-from pipeline.markdown import LinkContext, Rendered, build_markdown
+from pipeline.markdown import LinkContext, LinkResolver, Rendered, build_markdown
 
 CONTENT = Path(__file__).resolve().parents[3] / "content"
 # Every character an inline rule reacts to, plus text, spaces and line breaks.
@@ -25,8 +25,8 @@ def stock() -> MarkdownIt:
 
 
 def render(md: MarkdownIt, text: str) -> tuple[str, list[str]]:
-    env = {"ctx": LinkContext("blog/x.md", {}, frozenset()), "lines": text.splitlines(),
-           "out": Rendered(html="", text="", toc=[], links={}, site_links=[])}
+    out = Rendered(html="", text="", toc=[], links={}, site_links=[])
+    env = {"out": out, "links": LinkResolver(text, LinkContext("blog/x.md", {}, frozenset()), out)}
     tokens = md.parse(text, env)
     return md.renderer.render(tokens, md.options, env), [repr(t) for t in tokens]
 

@@ -1,0 +1,204 @@
+"""The same Markdown as ``pipeline.markdown``, parsed and rendered by markdown-it.rs.
+
+Why: markdown-it-py was two thirds of a cold build's CPU time (12.6 of 21 CPU-s at 10k
+entries). ``markdown-it-pyrs`` is the Rust port of the same markdown-it parser, from the same
+project (executablebooks), about ten times faster. With the options the site uses it writes
+the HTML markdown-it-py writes, byte for byte, on every body of the 10k bench corpus and of
+the sample site, once one newline in each footnote item and in an empty quote is removed.
+
+What the reference engine does in token rules is done here on the HTML, where it is exact:
+heading anchors and the table of contents (markdown-it-py's anchors plugin, same slugs),
+link resolution (the shared ``LinkResolver``, so both engines report the same problems at the
+same positions) and the plain text for search and excerpts.
+
+markdown-it-py stays the definition of the output. Bodies where the two ports part ways go
+to it: raw HTML (author HTML can't be told from ours in the output) and the corner cases a
+fuzzer found, each named at ``_REFERENCE_ONLY``, plus the few the Rust output itself shows
+(``FastMarkdown.render``) and any body the Rust side fails on. Tests hold the engines equal
+on the sample site, structured generated Markdown and random markup.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Protocol
+
+from markdown_it import MarkdownIt
+
+from pipeline.markdown import (
+    LinkContext,
+    LinkResolver,
+    Rendered,
+    build_markdown,
+    normalise_body,
+    render_markdown,
+)
+
+try:  # an optional accelerator: without it every body takes the reference engine
+    import markdown_it_pyrs
+except ImportError:  # pragma: no cover - the wheel is a declared dependency
+    markdown_it_pyrs = None
+
+# Bodies the fast engine leaves to the reference, found by a cheap look at the source:
+# - anything the CommonMark HTML rules could take as raw HTML (an open or close tag, a
+#   comment, a declaration, a processing instruction): author HTML can't be told from ours;
+# - inline footnotes (``^[…]``), which markdown-it.rs lacks;
+# - runs of three or more tildes, whose strikethrough pairing the two ports resolve apart;
+# - a footnote definition right under a line of text (not another definition):
+#   markdown-it-py lets it end the paragraph, markdown-it.rs reads it as more of it;
+# - a quoted line followed by an unquoted, non-blank one (lazy continuation), where the ports
+#   end a quoted paragraph at different lines (a table or an empty list item under it);
+# - a line with a pipe followed by a non-blank line without one: where a table ends, and
+#   whether "a | b" over "---" is a one-column table or a heading, the ports disagree;
+#   so do an escaped pipe, a delimiter row with a colon and no pipe ("x" over ":-") and a
+#   delimiter row with a pipe under a line without one;
+# - an image whose description spans lines, holds another image, a backslash or an
+#   entity, and a footnote cited inside a link's text;
+# - a footnote whose text starts four spaces in (an indented code block or not), or that
+#   cites a note on its own first line, whose label is indented, or that is empty;
+# - a tab after a quote marker (the ports expand it to different columns).
+# Conservative: a tag-like string inside a code span also takes the reference engine.
+_REFERENCE_ONLY = re.compile(
+    r"<(?:[A-Za-z][A-Za-z0-9-]*(?:[\s/>]|\Z)|/[A-Za-z]|[!?])|\^\[|~~~"
+    r"|^(?![ \t>]*\[\^[^\]\n]*\]:)[^\n]*\S[^\n]*\n[ \t>]*\[\^[^\]\n]*\]:"
+    r"|^[ \t]*(?:(?:[-*+]|\d+[.)])[ \t]+)?>[^\n]*\n(?![ \t]*>|[ \t]*(?:\n|\Z))"
+    r"|^[^\n]*\|[^\n]*\n(?![ \t]*(?:\n|\Z))[^|\n]*(?:\n|\Z)"
+    r"|\\\||^[ \t]*(?::-+:?|-+:)[ \t]*$|\]:[ \t]{4}|\]:[ ]*\t|\[\^[^\]\n]*\]:[^\n]*\[\^"
+    r"|^[^|\n]*\n(?=[ \t|:-]*\|)(?=[ \t|:-]*-)[ \t|:-]+$|!\[[^\]]*(?:\n|!\[|\\|&)|\[[^\]\n]*\[\^"
+    r"|^[ \t]+\[\^[^\]\n]*\]:|\[\^[^\]\n]*\]:[ \t:]*(?:\n|\Z)|> *\t", re.M)
+_BLANK_CODE_SPAN = re.compile(r"<code>[ \n]*</code>")
+_FOOTNOTE_ITEM = re.compile(r'(<li id="fn\d+" class="footnote-item">)\n')
+_FOOTNOTE_DEF = re.compile(r"\[\^([^\]]*)\]:")  # anywhere, not only at a line start: conservative
+_FOOTNOTE_REF = re.compile(r'<sup class="footnote-ref"><a href="#fn(\d+)" id="fnref(\d+)"')
+_HEADING = re.compile(r"<h([23])>(.*?)</h\1>", re.S)
+_LINK_TARGET = re.compile(r'(<a href="|<img src=")([^"]*)"')
+_CODE_BLOCK = re.compile(r"<pre>.*?</pre>", re.S)
+_FOOTNOTE_MARKS = re.compile(
+    r'<sup class="footnote-ref">.*?</sup>|<a href="#fnref[^"]*" class="footnote-backref">.*?</a>', re.S)
+_TAG = re.compile(r"<[^>]*>")
+_SLUG_DROP = re.compile(r"[^\w\u4e00-\u9fff\- ]")  # mdit_py_plugins.anchors.slugify
+
+
+def _notes_defined_twice(body: str) -> bool:
+    """Two definitions of one footnote label: the ports keep different ones."""
+    if "[^" not in body:
+        return False
+    labels = _FOOTNOTE_DEF.findall(body)
+    return len(labels) != len(set(labels))
+
+
+def _unescape(text: str) -> str:
+    """Undo markdown-it's ``escapeHtml`` (it escapes exactly these four)."""
+    if "&" not in text:
+        return text
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _plain(html: str) -> str:
+    """Text of inline HTML as markdown-it-py's text and code tokens hold it (marks removed)."""
+    return _unescape(_TAG.sub("", _FOOTNOTE_MARKS.sub("", html)))
+
+
+ENGINE_ENV = "FLOWCMS_MARKDOWN"  # "rust" (the default) or "python": the reference for everything
+
+
+class MarkdownRenderer(Protocol):
+    def render(self, body: str, ctx: LinkContext) -> Rendered: ...
+
+
+class ReferenceMarkdown:
+    """markdown-it-py alone: the definition of the output, and the way to check the fast one."""
+
+    def __init__(self) -> None:
+        self.md = build_markdown()
+
+    def render(self, body: str, ctx: LinkContext) -> Rendered:
+        return render_markdown(self.md, body, ctx)
+
+
+def make_renderer(engine: str | None = None) -> MarkdownRenderer:
+    """The engine ``FLOWCMS_MARKDOWN`` names; both write the same bytes (tested)."""
+    engine = engine or os.environ.get(ENGINE_ENV) or "rust"
+    if engine == "python":
+        return ReferenceMarkdown()
+    if engine == "rust":
+        return FastMarkdown()
+    raise ValueError(f"{ENGINE_ENV}={engine!r}: expected 'rust' or 'python'")
+
+
+class FastMarkdown:
+    """Renders a body as ``render_markdown(build_markdown(), …)`` does, faster."""
+
+    def __init__(self) -> None:
+        self.reference: MarkdownIt = build_markdown()
+        self.rust: Any = None
+        if markdown_it_pyrs is not None:
+            self.rust = markdown_it_pyrs.MarkdownIt("commonmark").enable_many(
+                ["table", "strikethrough", "footnote"])
+
+    def render(self, body: str, ctx: LinkContext) -> Rendered:
+        body = normalise_body(body)
+        if self.rust is None or _REFERENCE_ONLY.search(body) or _notes_defined_twice(body):
+            return render_markdown(self.reference, body, ctx)
+        try:
+            html = self.rust.render(body)
+        except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException(BaseException)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return render_markdown(self.reference, body, ctx)
+        if 'class="footnote-ref"' in html:
+            # markdown-it-py names a note's first citation fnref<n> and later ones fnref<n>:<k>;
+            # markdown-it.rs counts citations. Equal only while each note is cited once.
+            refs = _FOOTNOTE_REF.findall(html)
+            if any(note != ref for note, ref in refs) or len({note for note, _ in refs}) != len(refs):
+                return render_markdown(self.reference, body, ctx)
+        if ("<code> " in html or "<code></code>" in html) and _BLANK_CODE_SPAN.search(html):
+            # a code span of spaces only, which markdown-it.rs trims
+            return render_markdown(self.reference, body, ctx)
+        if 'class="footnote-item"' in html:
+            html = _FOOTNOTE_ITEM.sub(r"\1", html)
+        if "<blockquote>\n</blockquote>" in html:  # markdown-it-py puts no line in an empty quote
+            html = html.replace("<blockquote>\n</blockquote>", "<blockquote></blockquote>")
+        return _finish(html, body, ctx)
+
+
+def _finish(html: str, body: str, ctx: LinkContext) -> Rendered:
+    out = Rendered(html="", text="", toc=[], links={}, site_links=[])
+    # Plain text: every inline's text; code blocks and footnote marks are not text.
+    text = _CODE_BLOCK.sub(" ", html) if "<pre>" in html else html
+    if 'class="footnote-' in text:
+        text = _FOOTNOTE_MARKS.sub("", text)
+    text = _TAG.sub("", text)
+    out.text = " ".join(_unescape(text).split())  # = _SPACES.sub(" ", …).strip(), in C
+
+    slugs: set[str] = set()
+    toc = out.toc
+
+    def anchor(match: re.Match[str]) -> str:
+        level, inner = match.group(1), match.group(2)
+        title = _plain(inner).replace("\n", "")  # a line break in a heading is no text token
+        slug = base = _SLUG_DROP.sub("", title.lower().replace(" ", "-"))
+        i = 1
+        while slug in slugs:
+            slug = f"{base}-{i}"
+            i += 1
+        slugs.add(slug)
+        toc.append({"level": int(level), "id": slug, "text": title.strip()})
+        return f'<h{level} id="{slug}">{inner} <a class="header-anchor" href="#{slug}">#</a></h{level}>'
+
+    if "<h2>" in html or "<h3>" in html:
+        html = _HEADING.sub(anchor, html)
+
+    links = LinkResolver(body, ctx, out)
+
+    def target(match: re.Match[str]) -> str:
+        url = links.resolve(_unescape(match.group(2)))
+        return match.group(0) if url is None else f'{match.group(1)}{_escape(url)}"'
+
+    out.html = _LINK_TARGET.sub(target, html)
+    return out
