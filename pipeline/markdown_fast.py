@@ -13,7 +13,7 @@ same positions) and the plain text for search and excerpts.
 
 markdown-it-py stays the definition of the output. Bodies where the two ports part ways go
 to it: raw HTML (author HTML can't be told from ours in the output) and the corner cases a
-fuzzer found, each named at ``_REFERENCE_ONLY``, plus the few the Rust output itself shows
+fuzzer found, each named at ``needs_reference``, plus the few the Rust output itself shows
 (``FastMarkdown.render``) and any body the Rust side fails on. Tests hold the engines equal
 on the sample site, structured generated Markdown and random markup.
 """
@@ -40,36 +40,103 @@ try:  # an optional accelerator: without it every body takes the reference engin
 except ImportError:  # pragma: no cover - the wheel is a declared dependency
     markdown_it_pyrs = None
 
-# Bodies the fast engine leaves to the reference, found by a cheap look at the source:
-# - anything the CommonMark HTML rules could take as raw HTML (an open or close tag, a
-#   comment, a declaration, a processing instruction): author HTML can't be told from ours;
-# - inline footnotes (``^[…]``), which markdown-it.rs lacks;
-# - runs of three or more tildes, whose strikethrough pairing the two ports resolve apart;
-# - a footnote definition right under a line of text (not another definition):
-#   markdown-it-py lets it end the paragraph, markdown-it.rs reads it as more of it;
-# - a quoted line followed by an unquoted, non-blank one (lazy continuation), where the ports
-#   end a quoted paragraph at different lines (a table or an empty list item under it);
-# - a line with a pipe followed by a non-blank line without one: where a table ends, and
-#   whether "a | b" over "---" is a one-column table or a heading, the ports disagree;
-#   so do an escaped pipe, a delimiter row with a colon and no pipe ("x" over ":-") and a
-#   delimiter row with a pipe under a line without one;
-# - an image whose description spans lines, holds another image, a backslash or an
-#   entity, and a footnote cited inside a link's text;
-# - a footnote whose text starts four spaces in (an indented code block or not), or that
-#   cites a note on its own first line, whose label is indented, or that is empty;
-# - a tab after a quote marker (the ports expand it to different columns).
-# Conservative: a tag-like string inside a code span also takes the reference engine.
-_REFERENCE_ONLY = re.compile(
-    r"<(?:[A-Za-z][A-Za-z0-9-]*(?:[\s/>]|\Z)|/[A-Za-z]|[!?])|\^\[|~~~"
-    r"|^(?![ \t>]*\[\^[^\]\n]*\]:)[^\n]*\S[^\n]*\n[ \t>]*\[\^[^\]\n]*\]:"
-    r"|^[ \t]*(?:(?:[-*+]|\d+[.)])[ \t]+)?>[^\n]*\n(?![ \t]*>|[ \t]*(?:\n|\Z))"
-    r"|^[^\n]*\|[^\n]*\n(?![ \t]*(?:\n|\Z))[^|\n]*(?:\n|\Z)"
-    r"|\\\||^[ \t]*(?::-+:?|-+:)[ \t]*$|\]:[ \t]{4}|\]:[ ]*\t|\[\^[^\]\n]*\]:[^\n]*\[\^"
-    r"|^[^|\n]*\n(?=[ \t|:-]*\|)(?=[ \t|:-]*-)[ \t|:-]+$|!\[[^\]]*(?:\n|!\[|\\|&)|\[[^\]\n]*\[\^"
-    r"|^[ \t]+\[\^[^\]\n]*\]:|\[\^[^\]\n]*\]:[ \t:]*(?:\n|\Z)|> *\t", re.M)
+# Patterns for ``needs_reference``. They run on every body, so each starts with a literal
+# (sre then skips to that character) and none backtracks over a line more than once: a line
+# start is written ``\n`` and the body searched is "\n" + body.
+_RAW_HTML = re.compile(r"<(?:[A-Za-z][A-Za-z0-9-]*(?:[\s/>]|\Z)|/[A-Za-z]|[!?])")
+_NOTE_DEF_LINE = re.compile(r"\n[ \t>]*\[\^[^\]\n]*\]:")
+_NOTE_LABEL = re.compile(r"\[\^([^\]\n]*)\]:")  # anywhere, not only at a line start: conservative
+_ODD_NOTE_TEXT = re.compile(
+    r"\]:(?:[ \t]{4}|[ ]*\t"  # text four spaces in (a code block or not), or after a tab
+    r"|[^\n]*\[\^"  # a citation on the definition's first line (conservative)
+    r"|[ \t:]*(?:\n|\Z))")  # empty
+_INDENTED_NOTE = re.compile(r"\n[ \t]+\[\^[^\]\n]*\]:")
+_LAZY_QUOTE = re.compile(r"\n[ \t]*(?:(?:[-*+]|\d+[.)])[ \t]+)?>[^\n]*\n(?![ \t]*>|[ \t]*(?:\n|\Z))")
+_QUOTE_TAB = re.compile(r"> *\t")
+_UNDERLINE = re.compile(r"\n[ \t]*(?:-+|=+)[ \t]*(?=\n|\Z)")
+_DELIMITER_ROW = re.compile(r"\n(?=[ \t|:-]*\|)(?=[ \t|:-]*-)[ \t|:-]+(?=\n|\Z)")
+_COLON_DELIMITER = re.compile(r"\n[ \t]*(?::-+:?|-+:)[ \t]*(?=\n|\Z)")
+_ODD_IMAGE = re.compile(r"!\[[^\]]*?(?:\n|!\[|\\|&)")
+
+
+def needs_reference(body: str) -> bool:
+    """Whether the body holds something the two ports render differently (or may).
+
+    Each case was found by fuzzing the engines against each other; all are conservative
+    (a tag-like string in a code span also counts as raw HTML):
+    - raw HTML: author HTML can't be told from the parser's in the output;
+    - inline footnotes (``^[…]``), which markdown-it.rs lacks;
+    - runs of three or more tildes, whose strikethrough pairing the ports resolve apart;
+    - footnote definitions: right under a line of text that is not another definition
+      (markdown-it-py lets it end the paragraph, markdown-it.rs reads it as more of it),
+      defined twice, indented, cited inside a link's text, or shaped oddly (``_ODD_NOTE_TEXT``);
+    - a quoted line followed by an unquoted, non-blank one (lazy continuation), where the
+      ports end a quoted paragraph at different lines;
+    - table edges: where a table ends, "a | b" over "---", escaped pipes, a delimiter row
+      with a colon and no pipe, or with a pipe under a line without one;
+    - an image whose description spans lines or holds an image, a backslash or an entity;
+    - a tab after a quote marker (the ports expand it to different columns).
+    """
+    if "<" in body and _RAW_HTML.search(body):
+        return True
+    if "^[" in body or "~~~" in body or "\\|" in body:
+        return True
+    text = "\n" + body
+    if "[^" in body and "]:" in body and _odd_notes(text):
+        return True
+    if ">" in body and (_LAZY_QUOTE.search(text) or ("\t" in body and _QUOTE_TAB.search(body))):
+        return True
+    if "|" in body and _odd_table_edges(text):
+        return True
+    if ("-:" in body or ":-" in body) and _COLON_DELIMITER.search(text):
+        return True
+    return "![" in body and _ODD_IMAGE.search(body) is not None
+
+
+def _line_above(text: str, newline: int) -> str:
+    return text[text.rfind("\n", 0, newline) + 1:newline]
+
+
+def _odd_table_edges(text: str) -> bool:
+    """A table whose header or a row lacks a pipe (where it ends, the ports disagree), or a
+    piped line over a setext underline ("a | b" over "---": a table or a heading?)."""
+    for match in _DELIMITER_ROW.finditer(text):
+        if "|" not in _line_above(text, match.start()):
+            return True
+        start = match.end()
+        while start < len(text):  # the rows: every line up to a blank one
+            end = text.find("\n", start + 1)
+            end = len(text) if end < 0 else end
+            row = text[start + 1:end]
+            if not row.strip():
+                break
+            if "|" not in row:
+                return True
+            start = end
+    return any("|" in _line_above(text, m.start()) for m in _UNDERLINE.finditer(text))
+
+
+def _odd_notes(text: str) -> bool:
+    for match in _NOTE_DEF_LINE.finditer(text):
+        above = _line_above(text, match.start())
+        if above.strip() and not _NOTE_DEF_LINE.match("\n" + above):
+            return True
+    labels = _NOTE_LABEL.findall(text)
+    if len(labels) != len(set(labels)):
+        return True
+    if _ODD_NOTE_TEXT.search(text) or _INDENTED_NOTE.search(text):
+        return True
+    at = text.find("[^")
+    while at >= 0:  # a citation inside a link's text: an unclosed "[" before it on its line
+        before = text[text.rfind("\n", 0, at) + 1:at]
+        if before.rfind("[") > before.rfind("]"):
+            return True
+        at = text.find("[^", at + 2)
+    return False
+
+
 _BLANK_CODE_SPAN = re.compile(r"<code>[ \n]*</code>")
 _FOOTNOTE_ITEM = re.compile(r'(<li id="fn\d+" class="footnote-item">)\n')
-_FOOTNOTE_DEF = re.compile(r"\[\^([^\]]*)\]:")  # anywhere, not only at a line start: conservative
 _FOOTNOTE_REF = re.compile(r'<sup class="footnote-ref"><a href="#fn(\d+)" id="fnref(\d+)"')
 _HEADING = re.compile(r"<h([23])>(.*?)</h\1>", re.S)
 _LINK_TARGET = re.compile(r'(<a href="|<img src=")([^"]*)"')
@@ -78,14 +145,6 @@ _FOOTNOTE_MARKS = re.compile(
     r'<sup class="footnote-ref">.*?</sup>|<a href="#fnref[^"]*" class="footnote-backref">.*?</a>', re.S)
 _TAG = re.compile(r"<[^>]*>")
 _SLUG_DROP = re.compile(r"[^\w\u4e00-\u9fff\- ]")  # mdit_py_plugins.anchors.slugify
-
-
-def _notes_defined_twice(body: str) -> bool:
-    """Two definitions of one footnote label: the ports keep different ones."""
-    if "[^" not in body:
-        return False
-    labels = _FOOTNOTE_DEF.findall(body)
-    return len(labels) != len(set(labels))
 
 
 def _unescape(text: str) -> str:
@@ -143,7 +202,7 @@ class FastMarkdown:
 
     def render(self, body: str, ctx: LinkContext) -> Rendered:
         body = normalise_body(body)
-        if self.rust is None or _REFERENCE_ONLY.search(body) or _notes_defined_twice(body):
+        if self.rust is None or needs_reference(body):
             return render_markdown(self.reference, body, ctx)
         try:
             html = self.rust.render(body)
