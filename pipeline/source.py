@@ -115,7 +115,9 @@ class GitSource:
         blob_id = self.tree().get(path)
         if blob_id is None:
             raise SourceError(f"{path}: not in {self.ref}")
-        return self._repo[blob_id].data  # type: ignore[attr-defined, no-any-return]
+        # The object database directly: no Blob object, no prefix lookup (half the cost of
+        # repo[id].data, and a cold build reads every entry).
+        return self._repo.odb.read(pygit2.Oid(hex=blob_id))[1]  # type: ignore[no-any-return]
 
     def reopened(self) -> GitSource:
         """The same commit through a fresh repository handle: what a forked worker reads
