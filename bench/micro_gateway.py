@@ -15,7 +15,9 @@ times ``Exchange.try_hit``, the call the HTTP/1.1 hit loop and HTTP/2 make inlin
 The API requests carry ``Authorization: Bearer <key>``, the next of 32 keys each call (as the
 bench's 32 h2load connections do), plus h2load's own fields. ``+h2`` adds what HTTP/2 then does
 with the reply (``http2.H2Connection._block``: the header block with the reply's extra fields),
-so the per-request encoding of X-RateLimit-* is counted too. Rounds interleave the cases; best
+so the per-request encoding of X-RateLimit-* is counted too. ``h1 lane`` times what the HTTP/1.1
+hit loop calls instead (``h1lane.h1_hit``: the same answer, already serialized to bytes, Date and
+X-Request-ID included). Rounds interleave the cases; best
 of ``--rounds``, µs per call, and the ratio static / case (the bench's "API hit / static hit").
 The limiter's buckets are reset between rounds, so no round runs into a 429.
 
@@ -45,6 +47,7 @@ from edgeproxy.config import ProxyConfig
 from edgeproxy.exchange import Exchange
 from edgeproxy.gateway import RateLimiter
 from edgeproxy.gateway_config import parse_gateway
+from edgeproxy.h1lane import h1_hit
 from edgeproxy.http2 import H2Connection
 from edgeproxy.replies import Reply
 from edgeproxy.upstream import UpstreamResponse
@@ -122,13 +125,20 @@ class _Block:
         return H2Connection._block(self, reply, rid)  # type: ignore[arg-type]
 
 
-def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool) -> Callable[[int], None]:
+def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1: bool = False) -> Callable[[int], None]:
     target = TARGETS[case]
     requests = request_fields(case, keys)
     count = len(requests)
     try_hit = exchange.try_hit
     block = _Block().block
     rid = b"0123456789abcdef-1"
+
+    if h1:
+        def lane(calls: int) -> None:
+            for i in range(calls):
+                h1_hit(exchange, b"GET", target, requests[i % count], HOST, "127.0.0.1")
+
+        return lane
 
     def run(calls: int) -> None:
         for i in range(calls):
@@ -150,9 +160,10 @@ def check(exchange: Exchange, case: str, keys: list[str]) -> None:
         assert (b"x-ratelimit-limit" in names) == (case != "static"), names
 
 
-def measure(exchange: Exchange, keys: list[str], *, rounds: int, calls: int, h2: bool) -> dict[str, float]:
+def measure(exchange: Exchange, keys: list[str], *, rounds: int, calls: int, h2: bool,
+            h1: bool = False) -> dict[str, float]:
     """Best µs per call per case; rounds alternate the cases so machine noise hits all of them."""
-    runners = {case: make_runner(exchange, case, keys, h2=h2) for case in CASES}
+    runners = {case: make_runner(exchange, case, keys, h2=h2, h1=h1) for case in CASES}
     best = dict.fromkeys(CASES, float("inf"))
     gateway = exchange.gateway
     assert gateway is not None
@@ -197,12 +208,15 @@ async def main_async(args: argparse.Namespace) -> None:
             return
         print(f"python {platform.python_version()} on {cpu_model()}, {platform.machine()}")
         print(f"Exchange.try_hit, best of {args.rounds} rounds of {args.calls:,} calls; {KEYS} API keys\n")
-        print(f"{'case':<10}{'try_hit µs':>12}{'static/x':>10}{'+h2 µs':>10}{'static/x':>10}")
+        print(f"{'case':<10}{'try_hit µs':>12}{'static/x':>10}{'+h2 µs':>10}{'static/x':>10}"
+              f"{'h1 lane µs':>12}{'static/x':>10}")
         plain = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False)
         h2 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=True)
+        h1 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False, h1=True)
         for case in CASES:
             print(f"{case:<10}{plain[case]:>12.2f}{plain['static'] / plain[case]:>10.2f}"
-                  f"{h2[case]:>10.2f}{h2['static'] / h2[case]:>10.2f}")
+                  f"{h2[case]:>10.2f}{h2['static'] / h2[case]:>10.2f}"
+                  f"{h1[case]:>12.2f}{h1['static'] / h1[case]:>10.2f}")
 
 
 def main() -> None:

@@ -203,14 +203,14 @@ class Exchange:
             if plain is None:
                 return None
             self.counters.hits += 1
-            return obj.reply([(b"age", b"%d" % int(plain.age)), (b"cache-status", _hit_status(int(plain.ttl)))])
+            return obj.reply([(b"age", b"%d" % int(plain.age)), (b"cache-status", hit_status(int(plain.ttl)))])
         if identity is not None:
             headers = with_identity(headers, identity)
         decision = policy.choose(method, headers, stored, time.time())
         if type(decision) is not policy.Serve:
             return None
         self.counters.hits += 1
-        return self.from_cache(obj, headers, decision.age, _hit_status(int(decision.ttl)))
+        return self.from_cache(obj, headers, decision.age, hit_status(int(decision.ttl)))
 
     def try_hit(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                 host: bytes | None, *, client: str | None = None) -> Reply | None:
@@ -619,7 +619,7 @@ def _refresh_key(key: bytes, obj: CachedObject) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
-def _hit_status(ttl: int) -> bytes:
+def hit_status(ttl: int) -> bytes:
     """``Cache-Status`` of a fresh hit; formatted once per distinct ttl second."""
     return format_cache_status(hit=True, ttl=ttl)
 

@@ -37,14 +37,12 @@ def identity_vary(headers: Fields, identity: Identity) -> Callable[[bytes], byte
     Vary names are lowercase (``headers.parse_vary``); an identity field appears at most once,
     so its value is normalised alone, as ``headers.vary_value`` would.
     """
-    own = identity.fields
+    own = identity.by_name
 
     def getter(name: bytes) -> bytes:
         if name.startswith(IDENTITY_PREFIX):
-            for field, value in own:
-                if field == name:
-                    return normalise_field_value(value)
-            return VARY_ABSENT
+            value = own.get(name)
+            return VARY_ABSENT if value is None else normalise_field_value(value)
         value = vary_value(headers, name)
         return VARY_ABSENT if value is None else value
 

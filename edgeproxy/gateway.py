@@ -31,7 +31,8 @@ information and are swept once the table doubles. The state is per process: with
 The hit path asks for every API request, so answers are remembered where that is exact, in
 bounded memos: routes per target; verified credentials per Authorization value (an API key
 while ``keys`` holds it, a JWT with nbf/exp checked against ``now_ns`` on every use; denials
-never, so bad credentials cannot push good ones out). ``charge`` is ``admit`` without the Allow.
+never, so bad credentials cannot push good ones out); anonymous identities per client address.
+``charge`` is ``admit`` without the Allow, ``charge_counts`` the same as numbers.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ TOKEN_CACHE_SIZE = 4096
 # bytes; a longer one, say a GraphQL query, is matched each time, in ~0.5 µs).
 ROUTE_MEMO_SIZE = 4096
 ROUTE_MEMO_TARGET_BYTES = 512
+# Client addresses whose anonymous identity is remembered (the per-IP buckets of public routes).
+ANONYMOUS_MEMO_SIZE = 4096
 MAX_CREDENTIAL_BYTES = 8192  # nginx's default large_client_header_buffers line is 8 KiB
 MAX_SUBJECT_CHARS = 256
 MIN_HS256_SECRET_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
@@ -145,6 +148,14 @@ class Identity:
     bucket: str  # the rate-limit bucket: "key:<id>", "jwt:<sub>" or "ip:<address>"
     per_minute: int
     fields: tuple[tuple[bytes, bytes], ...]  # the X-Flowcms-* request fields the origin sees
+    # The same fields by name (the first line of a name counts), for Vary lookups on the hit path.
+    by_name: dict[bytes, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[bytes, bytes] = {}
+        for name, value in self.fields:
+            by_name.setdefault(name, value)
+        object.__setattr__(self, "by_name", by_name)
 
 
 class RateLimit(NamedTuple):
@@ -400,6 +411,7 @@ class Gateway:
         self.limiter = RateLimiter()
         self._tokens: dict[bytes, _Verified] = {}  # Authorization value → what it verified as
         self._routes: dict[bytes, tuple[Route | None]] = {}  # target → its route (route_for's memo)
+        self._anonymous: dict[str | None, Identity] = {}  # client address → anonymous identity
         self._allowed = self._limited = self._unauthenticated = self._forbidden = 0
 
     def __repr__(self) -> str:
@@ -449,10 +461,14 @@ class Gateway:
         reading = method in READ_METHODS
         if not authorization:
             if route.public and reading and self.anonymous_per_minute is not None:
-                return Identity(None, None, None, client_bucket(client), self.anonymous_per_minute, ())
+                return self._anonymous_identity(client, self.anonymous_per_minute)
             self._unauthenticated += 1
             return _unauthenticated("this API needs Authorization: Bearer <API key or token>", error=None)
-        found = self._credential(authorization, now_ns)
+        known = self._tokens.get(authorization)
+        if known is not None and known.key_hash is not None and self.keys.get(known.key_hash) is known.identity:
+            found: Identity | Deny = known.identity  # a remembered API key still configured (_credential, inlined)
+        else:
+            found = self._credential(authorization, now_ns)
         if type(found) is Deny:
             self._unauthenticated += 1
             return found
@@ -471,6 +487,16 @@ class Gateway:
 
     def charge(self, identity: Identity, now_ns: int) -> tuple[tuple[bytes, bytes], ...] | Deny:
         """``admit`` for the hit path, which needs only the X-RateLimit fields (or the 429)."""
+        taken = self.charge_counts(identity, now_ns)
+        if type(taken) is Deny:
+            return taken
+        remaining, reset_s = taken
+        return (_limit_field(identity.per_minute), (b"x-ratelimit-remaining", b"%d" % remaining),
+                _reset_field(reset_s))
+
+    def charge_counts(self, identity: Identity, now_ns: int) -> tuple[int, int] | Deny:
+        """``charge`` as numbers, (remaining, reset_s), for a caller that formats the X-RateLimit
+        fields itself (the HTTP/1.1 hit lane, ``h1lane.py``); the limit is ``identity.per_minute``."""
         taken = self.limiter.take(identity.bucket, identity.per_minute, now_ns)
         if taken is None:
             limit = self.limiter.acquire(identity.bucket, identity.per_minute, now_ns)  # denied again: when?
@@ -478,8 +504,18 @@ class Gateway:
             return Deny(429, "RATE_LIMITED", f"rate limit of {limit.limit} requests per minute exceeded; "
                                              f"retry in {limit.retry_after_s} s", limit.fields)
         self._allowed += 1
-        return (_limit_field(identity.per_minute), (b"x-ratelimit-remaining", b"%d" % taken[0]),
-                _reset_field(taken[1]))
+        return taken
+
+    def _anonymous_identity(self, client: str | None, per_minute: int) -> Identity:
+        """The anonymous identity of a client address, remembered: the same address always maps to
+        the same bucket (``client_bucket`` is a pure function), and building it costs ~1 µs."""
+        known = self._anonymous.get(client)
+        if known is None:
+            known = Identity(None, None, None, client_bucket(client), per_minute, ())
+            if len(self._anonymous) >= ANONYMOUS_MEMO_SIZE:
+                self._anonymous.clear()  # a scan of many addresses: start again (each costs one build)
+            self._anonymous[client] = known
+        return known
 
     # -- credentials
     def _credential(self, authorization: bytes, now_ns: int) -> Identity | Deny:

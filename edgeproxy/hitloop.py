@@ -6,11 +6,13 @@ park in ``wait_readable`` (two ``epoll_ctl`` calls and a reschedule) — measure
 quarters of the time of a cache hit (HOTPATH.md: a bare Python epoll loop serves 200k+
 req/s here, trio + a hand-rolled parser ~20k). So a connection whose task has nothing to do
 parks here instead: one task waits on the epoll descriptor for all of them, reads what
-arrived, and answers each plain GET/HEAD that ``Exchange.try_hit`` answers (parse, lookup,
-pre-serialized head, one ``send``). Anything else — a miss, a body, ``Expect``, HTTP/1.0,
-a parse error, a send that would block — is handed back to the connection's own task with
-the request head already parsed, so the general path (``server.py``) sees exactly what it
-would have read itself, in order (pipelined requests included).
+arrived, and answers each GET/HEAD the cache answers fresh (parse, lookup, pre-serialized
+head, one ``send``): ``h1lane.h1_hit`` writes the common case straight to bytes, and
+``Exchange.try_hit`` answers the rest (preconditions, request directives). Anything else — a
+miss, a body, ``Expect``, HTTP/1.0, a parse error, a send that would block — is handed back
+to the connection's own task with the request head already parsed, so the general path
+(``server.py``) sees exactly what it would have read itself, in order (pipelined requests
+included).
 
 Timeouts are kept per connection and swept once a second: an idle connection past
 ``keepalive_timeout`` is closed, one with half a request past ``header_timeout`` gets 408.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from edgeproxy.errors import RemoteProtocolError
+from edgeproxy.h1lane import h1_hit
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
 from edgeproxy.replies import request_id
 from edgeproxy.server import log_access, serialize_parts
@@ -135,17 +138,23 @@ class HitLoop:
             if type(event) is not RequestHead:
                 continue  # the EndOfMessage of a request answered below
             head: RequestHead = event
-            reply = None
-            if ((head.method == b"GET" or head.method == b"HEAD") and head.http_version == b"1.1"
+            if not ((head.method == b"GET" or head.method == b"HEAD") and head.http_version == b"1.1"
                     and head.keep_alive and not head.content_length and not head.chunked
                     and not head.expect_continue and not server.draining):
-                started = time.perf_counter()
-                reply = exchange.try_hit(head.method, head.target, head.headers, head.host, client=p.client)
-            if reply is None:
                 self._release(p, HEAD, head)
                 return
-            rid = request_id(head.headers)
-            head_bytes, body = serialize_parts(reply, rid, head_only=head.method == b"HEAD", close=False)
+            started = time.perf_counter()
+            answer = h1_hit(exchange, head.method, head.target, head.headers, head.host, p.client)
+            if answer is not None:
+                head_bytes, body, status, rid = answer
+            else:  # not a plain fresh hit: the general hit path decides (a precondition, a directive...)
+                reply = exchange.try_hit(head.method, head.target, head.headers, head.host, client=p.client)
+                if reply is None:
+                    self._release(p, HEAD, head)
+                    return
+                rid = request_id(head.headers)
+                head_bytes, body = serialize_parts(reply, rid, head_only=head.method == b"HEAD", close=False)
+                status = reply.status
             total = len(head_bytes) + len(body)
             try:
                 sent = p.sock.sendmsg((head_bytes, body)) if body else p.sock.send(head_bytes)
@@ -155,7 +164,7 @@ class HitLoop:
                 self._release(p, CLOSED)
                 return
             counters.bytes_sent += total
-            log_access(rid, head.method, head.target, reply.status, total, started, "HTTP/1.1")
+            log_access(rid, head.method, head.target, status, total, started, "HTTP/1.1")
             if sent < total:
                 self._release(p, PENDING, (head_bytes + body)[sent:])
                 return

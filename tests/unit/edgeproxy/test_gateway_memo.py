@@ -232,3 +232,46 @@ def test_charge_is_exact_at_the_limit() -> None:
     assert isinstance(over, Deny)
     assert (over.status, dict(over.headers)[b"retry-after"]) == (429, b"1")
     assert isinstance(gw.charge(small, NOW_NS + 600_000_000), tuple)  # one interval later: one more
+
+
+# -- the HTTP/1.1 hit lane's calls ----------------------------------------------------------------------
+
+def test_anonymous_identity_is_remembered_per_address() -> None:
+    """The same address, the same identity (and bucket); another address, its own; a full memo starts again."""
+    gw = gateway()
+    first = gw.authenticate(route(gw), b"GET", None, "192.0.2.1", NOW_NS)
+    assert isinstance(first, Identity)
+    assert gw.authenticate(route(gw), b"GET", None, "192.0.2.1", NOW_NS) is first
+    other = gw.authenticate(route(gw), b"GET", None, "2001:db8::1", NOW_NS)
+    assert isinstance(other, Identity)
+    assert (first.bucket, other.bucket, first.per_minute) == ("ip:192.0.2.1", "ip:2001:db8::/64", 100)
+    assert first == Identity(None, None, None, "ip:192.0.2.1", 100, ())
+    for n in range(gateway_module.ANONYMOUS_MEMO_SIZE + 1):
+        gw.authenticate(route(gw), b"GET", None, f"198.51.{n // 256}.{n % 256}", NOW_NS)
+    assert len(gw._anonymous) <= gateway_module.ANONYMOUS_MEMO_SIZE
+    assert gw.authenticate(route(gw), b"GET", None, "192.0.2.1", NOW_NS) == first
+
+
+def test_identity_fields_by_name_keep_the_first_line() -> None:
+    identity = Identity("s", None, None, "key:x", 100, ((b"x-flowcms-subject", b"a"), (b"x-flowcms-subject", b"b")))
+    assert identity.by_name == {b"x-flowcms-subject": b"a"}
+    assert identity == Identity("s", None, None, "key:x", 100, identity.fields)  # by_name is not compared
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2_000_000_000), min_size=1, max_size=150))
+def test_charge_counts_are_charge_as_numbers(steps: list[int]) -> None:
+    """Two gateways, the same requests: charge_counts gives charge's X-RateLimit numbers and the same 429s."""
+    numbers, fields = gateway(), gateway()
+    identity = numbers.keys[hash_key(SMALL_KEY)]
+    now = NOW_NS
+    for step in steps:
+        now += step
+        counted = numbers.charge_counts(identity, now)
+        charged = fields.charge(fields.keys[hash_key(SMALL_KEY)], now)
+        if isinstance(charged, Deny):
+            assert counted == charged
+        else:
+            assert isinstance(counted, tuple)
+            assert charged == ((b"x-ratelimit-limit", b"100"), (b"x-ratelimit-remaining", b"%d" % counted[0]),
+                               (b"x-ratelimit-reset", b"%d" % counted[1]))
+    assert numbers.statistics() == fields.statistics()
