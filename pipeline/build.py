@@ -537,7 +537,8 @@ def _build_site(
             live[entry_id] = {**live[entry_id], "bodyHtml": store.read(live[entry_id]["bodyBlob"]).decode()}
     readers = {u: r for u, (_, r) in site.files.items()}
     renderer = Renderer(site.templates, config=site.config, types=site.types, authors=site.authors,
-                        records=live, read_file=lambda url: readers[url]())
+                        records=live, read_file=lambda url: readers[url](),
+                        bytecode_dir=None if options.dry_run else store.root / "cache" / "jinja")
     todo_specs = [specs[i] for i in todo]
     staging = store.new_staging()
     all_records = {r["id"]: r for r in records.values()}
