@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 
 from pipeline import dates
@@ -52,7 +53,7 @@ from pipeline.index import load_entry_records, open_index, update_index, write_i
 from pipeline.markdown import LinkContext
 from pipeline.markdown_fast import MarkdownRenderer, make_renderer
 from pipeline.publish import BuildDiff, diff_manifests
-from pipeline.render import Renderer, template_fingerprints
+from pipeline.render import Renderer, bytecode_tag, template_fingerprints
 from pipeline.schema import ContentType, parse_content_type
 from pipeline.source import Source, Tree, git_blob_id
 from pipeline.store import Manifest, ManifestItem, Store, blob_hash
@@ -324,6 +325,13 @@ def _render_entry(
     return record, problems
 
 
+def _bytecode_cache(store: Store) -> jinja2.BytecodeCache:
+    """Compiled templates, kept in the store between builds (Jinja checks each one's source)."""
+    folder = store.root / "cache" / "jinja" / bytecode_tag()
+    folder.mkdir(parents=True, exist_ok=True)
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 def _previous_state(store: Store, previous: str | None) -> tuple[Manifest, dict[str, dict[str, Any]], Path | None]:
     if previous is None:
         return {}, {}, None
@@ -538,7 +546,7 @@ def _build_site(
     readers = {u: r for u, (_, r) in site.files.items()}
     renderer = Renderer(site.templates, config=site.config, types=site.types, authors=site.authors,
                         records=live, read_file=lambda url: readers[url](),
-                        bytecode_dir=None if options.dry_run else store.root / "cache" / "jinja")
+                        bytecode_cache=None if options.dry_run else _bytecode_cache(store))
     todo_specs = [specs[i] for i in todo]
     staging = store.new_staging()
     all_records = {r["id"]: r for r in records.values()}

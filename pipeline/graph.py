@@ -26,7 +26,7 @@ JSON_API = "application/vnd.api+json"
 ATOM = "application/atom+xml; charset=utf-8"
 XML = "application/xml; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
-RENDERER_VERSION = "2"  # bump when rendering code changes output for the same inputs
+RENDERER_VERSION = "3"  # bump when rendering code changes output for the same inputs (3: orjson)
 
 
 def fingerprint(*parts: object) -> str:
