@@ -54,8 +54,18 @@ def from_epoch(seconds: float) -> str:
     return format_iso(dt.datetime.fromtimestamp(seconds, UTC))
 
 
-@functools.lru_cache(maxsize=4096)  # listings show the same dates again and again
 def display(iso: str) -> str:
     """``2026-11-02T09:30:00Z`` → ``2 Nov 2026`` (templates' ``date`` filter)."""
+    if len(iso) == 20 and iso[10] == "T" and iso[19] == "Z":  # normalised UTC: the day is all it shows
+        return _display_day(iso[:10])
+    return _display(iso)
+
+
+@functools.lru_cache(maxsize=4096)  # listings show the same days again and again
+def _display_day(day: str) -> str:
+    return _display(day + "T00:00:00Z")
+
+
+def _display(iso: str) -> str:
     moment = to_utc(iso)
     return f"{moment.day} {moment.strftime('%b %Y')}"

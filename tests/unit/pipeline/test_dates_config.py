@@ -36,3 +36,10 @@ def test_config_defaults_and_errors() -> None:
         parse_config_text("[site]\npage_size = 0\n")
     with pytest.raises(ConfigError, match=r"flowcms\.toml"):
         parse_config_text("[site\n")
+
+
+@given(st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2200, 1, 1)))
+def test_display_of_a_normalised_instant_is_its_days(moment: dt.datetime) -> None:
+    """The ``date`` filter caches per day; an instant shows what its own parse shows."""
+    iso = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert dates.display(iso) == dates._display(iso)
