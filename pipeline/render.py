@@ -20,7 +20,7 @@ from pipeline import dates
 from pipeline.config import SiteConfig
 from pipeline.documents import canonical_json
 from pipeline.errors import TemplateError
-from pipeline.graph import ListingPage, OutputSpec, fingerprint
+from pipeline.graph import RENDERER_VERSION, ListingPage, OutputSpec, fingerprint
 from pipeline.schema import ContentType
 
 ROOT_TEMPLATES = ("entry.html", "listing.html", "tags.html", "404.html", "atom.xml", "sitemap.xml")
@@ -70,10 +70,12 @@ def bytecode_tag() -> str:
     """Names the folder of a ``jinja2.FileSystemBytecodeCache`` for this environment.
 
     Jinja keys its cache on the template name and a checksum of its source, not on the
-    environment's options or version: a cache folder named after those is started anew by
-    an upgrade that compiles differently.
+    environment's options or version, nor on the filters it folds into constants: a cache
+    folder named after those (and RENDERER_VERSION, bumped when a filter's output changes)
+    is started anew by an upgrade that compiles differently. Filters that read the site's
+    config are ``pass_context`` so they are never folded.
     """
-    return fingerprint("jinja-bytecode", jinja2.__version__, sorted(_OPTIONS.items()))[:16]
+    return fingerprint("jinja-bytecode", jinja2.__version__, RENDERER_VERSION, sorted(_OPTIONS.items()))[:16]
 
 
 def make_environment(templates: Templates, bytecode_cache: jinja2.BytecodeCache | None = None,
@@ -139,7 +141,10 @@ class Renderer:
         self.env = make_environment(templates, bytecode_cache)
         self._compiled: dict[str, jinja2.Template] = {}
         base = config.base_url
-        self.env.filters["absolute"] = lambda path: base + path
+        # pass_context: Jinja folds a filter on constant arguments into the compiled code
+        # ({{ "/tags/"|absolute }} becomes a string), and compiled code is cached by template
+        # source alone; a filter that reads the config must run when the page renders.
+        self.env.filters["absolute"] = jinja2.pass_context(lambda _context, path: base + path)
         self.config = config
         self.types = types
         self.authors = authors

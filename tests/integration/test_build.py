@@ -169,6 +169,20 @@ def test_config_change_rerenders_pages_not_json(site: Path, store: Store) -> Non
     assert "/media/logo.svg" not in d.changed
 
 
+def test_a_new_base_url_reaches_pages_whose_templates_are_cached(site: Path, store: Store) -> None:
+    """Compiled templates are kept between builds; what a filter computes from the config
+    (``absolute``) must still follow the config, not the build that compiled them."""
+    first = build(site, store)
+    assert "https://tiny.example/tags/" in store.read(store.manifest(first.build_id)["/feed.xml"].blob).decode()
+    assert any((store.root / "cache" / "jinja").rglob("*.cache"))
+    write_files(site, {"flowcms.toml": TINY_SITE["flowcms.toml"].replace("tiny.example", "new.example")})
+    git_commit(site)
+    second = build(site, store, previous=first.build_id)
+    feed = store.read(store.manifest(second.build_id)["/feed.xml"].blob).decode()
+    assert "https://new.example/tags/" in feed
+    assert "tiny.example" not in feed
+
+
 def test_incremental_equals_full(site: Path, store: Store, tmp_path: Path) -> None:
     first = build(site, store)
     write_files(site, {"blog/first.md": None, "docs/start.md": TINY_SITE["docs/start.md"].replace(
