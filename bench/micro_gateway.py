@@ -17,7 +17,8 @@ bench's 32 h2load connections do), plus h2load's own fields. ``+h2`` adds what H
 with the reply (``http2.H2Connection._block``: the header block with the reply's extra fields),
 so the per-request encoding of X-RateLimit-* is counted too. ``h1 lane`` times what the HTTP/1.1
 hit loop calls instead (``h1lane.h1_hit``: the same answer, already serialized to bytes, Date and
-X-Request-ID included). Rounds interleave the cases; best
+X-Request-ID included), ``h2 lane`` what HTTP/2 calls instead (``plainhit.plain_hit`` and
+``h2lane.hit_block``: the same answer's header block). Rounds interleave the cases; best
 of ``--rounds``, µs per call, and the ratio static / case (the bench's "API hit / static hit").
 The limiter's buckets are reset between rounds, so no round runs into a 429.
 
@@ -48,7 +49,10 @@ from edgeproxy.exchange import Exchange
 from edgeproxy.gateway import RateLimiter
 from edgeproxy.gateway_config import parse_gateway
 from edgeproxy.h1lane import h1_hit
+from edgeproxy.h2lane import hit_block
+from edgeproxy.http2 import _DATE as _H2_DATE
 from edgeproxy.http2 import H2Connection
+from edgeproxy.plainhit import plain_hit
 from edgeproxy.replies import Reply
 from edgeproxy.upstream import UpstreamResponse
 
@@ -125,7 +129,8 @@ class _Block:
         return H2Connection._block(self, reply, rid)  # type: ignore[arg-type]
 
 
-def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1: bool = False) -> Callable[[int], None]:
+def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1: bool = False,
+                h2_lane: bool = False) -> Callable[[int], None]:
     target = TARGETS[case]
     requests = request_fields(case, keys)
     count = len(requests)
@@ -139,6 +144,18 @@ def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1:
                 h1_hit(exchange, b"GET", target, requests[i % count], HOST, "127.0.0.1")
 
         return lane
+
+    if h2_lane:
+        date = _H2_DATE  # the encoded Date field HTTP/2 sends
+
+        def lane2(calls: int) -> None:
+            for i in range(calls):
+                found = plain_hit(exchange, b"GET", target, requests[i % count], HOST, "127.0.0.1", 1 << 20)
+                assert found is not None
+                obj, _, age, ttl, rid_, limit, remaining, reset = found  # type: ignore[misc]
+                hit_block(obj.h2 or obj.h2_block(), date.get(), rid_, age, ttl, limit, remaining, reset)
+
+        return lane2
 
     def run(calls: int) -> None:
         for i in range(calls):
@@ -161,9 +178,9 @@ def check(exchange: Exchange, case: str, keys: list[str]) -> None:
 
 
 def measure(exchange: Exchange, keys: list[str], *, rounds: int, calls: int, h2: bool,
-            h1: bool = False) -> dict[str, float]:
+            h1: bool = False, h2_lane: bool = False) -> dict[str, float]:
     """Best µs per call per case; rounds alternate the cases so machine noise hits all of them."""
-    runners = {case: make_runner(exchange, case, keys, h2=h2, h1=h1) for case in CASES}
+    runners = {case: make_runner(exchange, case, keys, h2=h2, h1=h1, h2_lane=h2_lane) for case in CASES}
     best = dict.fromkeys(CASES, float("inf"))
     gateway = exchange.gateway
     assert gateway is not None
@@ -209,14 +226,16 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"python {platform.python_version()} on {cpu_model()}, {platform.machine()}")
         print(f"Exchange.try_hit, best of {args.rounds} rounds of {args.calls:,} calls; {KEYS} API keys\n")
         print(f"{'case':<10}{'try_hit µs':>12}{'static/x':>10}{'+h2 µs':>10}{'static/x':>10}"
-              f"{'h1 lane µs':>12}{'static/x':>10}")
+              f"{'h1 lane µs':>12}{'static/x':>10}{'h2 lane µs':>12}{'static/x':>10}")
         plain = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False)
         h2 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=True)
         h1 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False, h1=True)
+        lane2 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False, h2_lane=True)
         for case in CASES:
             print(f"{case:<10}{plain[case]:>12.2f}{plain['static'] / plain[case]:>10.2f}"
                   f"{h2[case]:>10.2f}{h2['static'] / h2[case]:>10.2f}"
-                  f"{h1[case]:>12.2f}{h1['static'] / h1[case]:>10.2f}")
+                  f"{h1[case]:>12.2f}{h1['static'] / h1[case]:>10.2f}"
+                  f"{lane2[case]:>12.2f}{lane2['static'] / lane2[case]:>10.2f}")
 
 
 def main() -> None:

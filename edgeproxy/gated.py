@@ -35,14 +35,15 @@ def identity_vary(headers: Fields, identity: Identity) -> Callable[[bytes], byte
     """The cache's ``request_vary_getter`` of ``with_identity(headers, identity)``, without the copy.
 
     Vary names are lowercase (``headers.parse_vary``); an identity field appears at most once,
-    so its value is normalised alone, as ``headers.vary_value`` would.
+    so its value is normalised alone, as ``headers.vary_value`` would (``Identity.vary_values``).
     """
-    own = identity.by_name
+    own = identity.vary_values
+    if len(own) != len(identity.by_name):  # the first use: normalise the identity's values once
+        own.update({n: normalise_field_value(v) for n, v in identity.by_name.items()})
 
     def getter(name: bytes) -> bytes:
         if name.startswith(IDENTITY_PREFIX):
-            value = own.get(name)
-            return VARY_ABSENT if value is None else normalise_field_value(value)
+            return own.get(name, VARY_ABSENT)
         value = vary_value(headers, name)
         return VARY_ABSENT if value is None else value
 

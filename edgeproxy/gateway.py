@@ -150,6 +150,9 @@ class Identity:
     fields: tuple[tuple[bytes, bytes], ...]  # the X-Flowcms-* request fields the origin sees
     # The same fields by name (the first line of a name counts), for Vary lookups on the hit path.
     by_name: dict[bytes, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # ``by_name`` with each value as Vary matching sees it (``headers.normalise_field_value``): filled
+    # by ``gated.identity_vary`` on first use, once per identity instead of once per request.
+    vary_values: dict[bytes, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_name: dict[bytes, bytes] = {}

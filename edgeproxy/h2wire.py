@@ -128,6 +128,29 @@ def headers_frames(stream_id: int, block: bytes, *, end_stream: bool, max_frame:
     return b"".join(out)
 
 
+def headers_frame_parts(stream_id: int, block: bytes, *, end_stream: bool, max_frame: int) -> list[bytes]:
+    """``headers_frames`` as pieces to send in order: the common one-frame block is not copied."""
+    if len(block) <= max_frame:
+        return [frame_head(HEADERS, (END_STREAM if end_stream else 0) | END_HEADERS, stream_id, len(block)), block]
+    return [headers_frames(stream_id, block, end_stream=end_stream, max_frame=max_frame)]
+
+
+def data_frame_parts(stream_id: int, body: bytes, *, end_stream: bool, max_frame: int) -> list[bytes | memoryview]:
+    """DATA frames as pieces to send in order (frame head, then a view of the body): no body copy.
+
+    The caller checks flow control; a body of ``max_frame`` bytes or less is one frame.
+    """
+    if len(body) <= max_frame:
+        return [frame_head(DATA, END_STREAM if end_stream else 0, stream_id, len(body)), body]
+    out: list[bytes | memoryview] = []
+    view = memoryview(body)
+    for start in range(0, len(view), max_frame):
+        chunk = view[start: start + max_frame]
+        last = start + max_frame >= len(view)
+        out += [frame_head(DATA, END_STREAM if (end_stream and last) else 0, stream_id, len(chunk)), chunk]
+    return out
+
+
 def data_frames(stream_id: int, body: bytes | memoryview, *, end_stream: bool, max_frame: int) -> list[bytes]:
     if len(body) <= max_frame:
         return [frame_head(DATA, END_STREAM if end_stream else 0, stream_id, len(body)), bytes(body)]

@@ -447,8 +447,11 @@ def vary_value(request_headers: Sequence[tuple[bytes, bytes]], name: bytes) -> b
     This is the ``request_vary_getter`` cache lookups need: it must agree with
     ``normalise_vary_values``, which produced ``Stored.vary_values``.
     """
-    values = [value for key, value in request_headers if key == name]
-    return normalise_field_value(b",".join(values)) if values else None
+    found = None  # a loop, not a list and a join: most fields appear once or not at all (hit path)
+    for key, value in request_headers:
+        if key == name:
+            found = value if found is None else found + b"," + value
+    return None if found is None else normalise_field_value(found)
 
 
 def parse_surrogate_keys(values: Sequence[bytes] | bytes) -> tuple[bytes, ...]:

@@ -5,8 +5,9 @@ CPU in h2/hyperframe/hpack state machines and peaks near 7–10k req/s (HOTPATH.
 frames are parsed by hand (``h2wire``), header blocks are decoded with ``hpack.Decoder``,
 and the answer to a fresh cache hit is written in the same pass as the request was read:
 no task, no event objects, a pre-encoded header block per cached object with only
-``date``/``age``/``cache-status``/``x-request-id`` appended, and one ``send`` per batch of
-frames received. Everything else (misses, revalidation, request bodies, large answers
+``date``/``age``/``cache-status``/``x-request-id`` (and the gateway's X-RateLimit-*) appended
+(``h2lane.py`` for plain fresh hits, ``_block`` for the rest), and one ``sendmsg`` per batch of
+frames received, a cached body queued as its own piece (never copied on its way out). Everything else (misses, revalidation, request bodies, large answers
 that outgrow the flow-control windows) runs the shared ``Exchange`` in one task per stream.
 
 Correctness kept on the fast path: frame and stream state rules of RFC 9113 §5–§6
@@ -37,7 +38,9 @@ import trio
 
 from edgeproxy import h2wire as w
 from edgeproxy.errors import UpstreamError
-from edgeproxy.replies import Reply, error_reply, has_body, request_id
+from edgeproxy.h2lane import hit_block
+from edgeproxy.plainhit import Hit, plain_hit
+from edgeproxy.replies import Reply, denial_reply, error_reply, has_body, request_id
 from edgeproxy.server import DATES, FastSocket, log_access, peer_host
 
 if TYPE_CHECKING:
@@ -164,7 +167,8 @@ class H2Connection:
         self.window_opened = trio.Event()
         self.streams_gone = trio.Event()
         # the writer task owns the socket's send side
-        self._outbox: list[bytes] = []
+        self._outbox: list[bytes | memoryview] = []
+        self._gather = isinstance(stream, FastSocket)  # plain TCP: one sendmsg per batch, no join
         self._queued = 0
         self._sent = 0
         self._wakeup = trio.Event()
@@ -176,6 +180,13 @@ class H2Connection:
         """Queue whole frames; the writer sends them in order."""
         self._outbox.append(data)
         self._queued += len(data)
+        self._wakeup.set()
+
+    def write_parts(self, parts: list[bytes | memoryview]) -> None:
+        """Queue whole frames as pieces (a frame head, then its payload): bodies are not copied."""
+        self._outbox += parts
+        for part in parts:
+            self._queued += len(part)
         self._wakeup.set()
 
     async def flush(self) -> None:
@@ -192,11 +203,14 @@ class H2Connection:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
                 while self._outbox:
-                    data = b"".join(self._outbox)
-                    self._outbox.clear()
+                    parts, self._outbox = self._outbox, []
+                    queued = self._queued  # everything in ``parts``: nothing is queued meanwhile
                     with trio.fail_after(SEND_TIMEOUT_S):
-                        await self.stream.send_all(data)
-                    self._sent += len(data)
+                        if self._gather:  # sendmsg: the pieces as they are
+                            await self.stream.send_parts(parts)
+                        else:
+                            await self.stream.send_all(b"".join(parts))
+                    self._sent = queued
                     progress, self._progress = self._progress, trio.Event()
                     progress.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
@@ -589,10 +603,21 @@ class H2Connection:
         if head.content_length is not None and head.content_length != s.size:
             raise w.StreamError(s.id, w.ErrorCode.PROTOCOL_ERROR, "content-length does not match the DATA")
         if not s.body and (head.method == b"GET" or head.method == b"HEAD"):
-            reply = self.exchange.try_hit(head.method, head.path, head.fields, head.authority or _host(head.fields),
-                                          client=self.client)
+            host = head.authority or _host(head.fields)
+            found = plain_hit(self.exchange, head.method, head.path, head.fields, host, self.client,
+                              min(s.send_window, self.send_window))
+            if found is not None:  # the lane: a plain fresh hit that fits the windows, or a denial
+                if len(found) == 3:
+                    deny, route, rid = found
+                    reply: Reply | None = denial_reply(deny, route)
+                else:
+                    self._send_hit(s, found)
+                    return
+            else:
+                reply = self.exchange.try_hit(head.method, head.path, head.fields, host, client=self.client)
+                rid = b""
             if reply is not None:
-                if not self._send_now(s, reply):  # larger than the windows: a task sends this very answer
+                if not self._send_now(s, reply, rid):  # larger than the windows: a task sends this very answer
                     s.scope = trio.CancelScope()
                     self.answering += 1
                     nursery.start_soon(self._respond, s, reply)
@@ -601,32 +626,51 @@ class H2Connection:
         self.answering += 1
         nursery.start_soon(self._respond, s)
 
-    def _send_now(self, s: _Stream, reply: Reply) -> bool:
+    def _send_hit(self, s: _Stream, hit: Hit) -> None:
+        """Answer a plain fresh hit inline (``h2lane``): ``plain_hit`` checked that it fits the windows."""
+        obj, body, age, ttl, rid, limit, remaining, reset = hit
+        block = hit_block(obj.h2 or obj.h2_block(), _DATE.get(), rid, age, ttl, limit, remaining, reset)
+        self._write_answer(s, block, body)
+        log_access(rid, s.head.method, s.head.path, obj.status, len(obj.body), time.perf_counter(), "HTTP/2")
+
+    def _send_now(self, s: _Stream, reply: Reply, rid: bytes = b"") -> bool:
         """Answer inline when the whole body fits the flow-control windows (the hit path)."""
         head_only = s.head.method == b"HEAD"
         body = reply.body if not head_only and has_body(reply.status) else b""
         size = len(body)
         if size > s.send_window or size > self.send_window:
             return False
-        rid = request_id(s.head.fields)
-        block = self._block(reply, rid)
+        rid = rid or request_id(s.head.fields)
+        self._write_answer(s, self._block(reply, rid, lead=False), body)
+        log_access(rid, s.head.method, s.head.path, reply.status, len(reply.body), time.perf_counter(), "HTTP/2")
+        return True
+
+    def _write_answer(self, s: _Stream, block: bytes, body: bytes) -> None:
+        """Queue a whole answer (HEADERS, then DATA as pieces, the body uncopied) and close the stream;
+        the caller checked that ``body`` fits both send windows. ``block`` lacks the table size update."""
+        if self.table_update:
+            block = self.table_update + block
+            self.table_update = b""
         max_frame = self.peer_max_frame
-        if size:
-            self.write(w.headers_frames(s.id, block, end_stream=False, max_frame=max_frame)
-                       + b"".join(w.data_frames(s.id, body, end_stream=True, max_frame=max_frame)))
+        parts: list[bytes | memoryview]
+        if body:
+            size = len(body)
+            parts = [*w.headers_frame_parts(s.id, block, end_stream=False, max_frame=max_frame),
+                     *w.data_frame_parts(s.id, body, end_stream=True, max_frame=max_frame)]
+            self.send_window -= size
+            s.send_window -= size
+            self.exchange.counters.bytes_sent += size
         else:
-            self.write(w.headers_frames(s.id, block, end_stream=True, max_frame=max_frame))
-        self.send_window -= size
-        self.exchange.counters.bytes_sent += size
+            parts = [*w.headers_frame_parts(s.id, block, end_stream=True, max_frame=max_frame)]
+        self.write_parts(parts)
         del self.streams[s.id]
         self._closed(s.id)
         if not self.streams:
             self._all_streams_done()
-        log_access(rid, s.head.method, s.head.path, reply.status, len(reply.body), time.perf_counter(), "HTTP/2")
-        return True
 
-    def _block(self, reply: Reply, rid: bytes) -> bytes:
-        """The response header block: the cached object's encoded prefix when there is one."""
+    def _block(self, reply: Reply, rid: bytes, *, lead: bool = True) -> bytes:
+        """The response header block: the cached object's encoded prefix when there is one.
+        ``lead``: start it with a pending table size update (``_write_answer`` adds its own)."""
         prefix = reply.h2
         if not prefix:
             fields = [(n, v) for n, v in reply.fields if n not in _DROP_FIELDS]
@@ -635,7 +679,7 @@ class H2Connection:
             prefix = w.encode_block(reply.status, fields)
         parts = [prefix, _DATE.get(), w.encode_field(b"x-request-id", rid)]
         parts += [w.encode_field(n, v) for n, v in reply.extra]
-        if self.table_update:
+        if lead and self.table_update:
             parts.insert(0, self.table_update)
             self.table_update = b""
         return b"".join(parts)
@@ -712,7 +756,7 @@ class H2Connection:
             s.send_window -= len(chunk)
             self.send_window -= len(chunk)
             end = w.END_STREAM if last and not view else 0
-            self.write(w.frame_head(w.DATA, end, s.id, len(chunk)) + bytes(chunk))
+            self.write_parts([w.frame_head(w.DATA, end, s.id, len(chunk)), chunk])  # a view: not copied
             await self.flush()
         return len(body)
 

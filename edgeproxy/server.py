@@ -40,6 +40,7 @@ access_log = logging.getLogger("edgeproxy.access")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 RECEIVE_BYTES = 65536
+SEND_PARTS_MAX = 512  # pieces per sendmsg: below Linux's IOV_MAX of 1024 (sendmsg fails past it)
 LISTEN_BACKLOG = 1024  # above trio's default (min(SOMAXCONN, 0xFFFF)) on small machines; nginx uses 511
 ACCEPT_BACKOFF_S = 0.1  # after EMFILE and friends: back off instead of spinning (trio serve_listeners)
 CLOSE_TIMEOUT_S = 1.0  # bound on the goodbye write (408) before a connection is closed
@@ -546,6 +547,30 @@ class FastSocket:
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
             view = view[sent:]
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def send_parts(self, parts: list[bytes | memoryview]) -> None:
+        """``send_all`` of the pieces' concatenation without making it: ``sendmsg`` gathers them
+        (HTTP/2 queues a cached body as its own piece, so it is never copied on its way out).
+        ``parts`` is consumed: a piece sent in part is replaced by a view of its rest."""
+        raw = self._raw
+        i, n = 0, len(parts)
+        while i < n:
+            try:
+                sent = raw.sendmsg(parts[i: i + SEND_PARTS_MAX])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(raw)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            while i < n:
+                size = len(parts[i])
+                if sent < size:
+                    if sent:
+                        parts[i] = memoryview(parts[i])[sent:]
+                    break
+                sent -= size
+                i += 1
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def send_eof(self) -> None:

@@ -1,0 +1,124 @@
+"""Is this request a plain fresh hit? The decision the HTTP/1.1 and HTTP/2 hit lanes share.
+
+Why: both lanes (``h1lane.py``, ``h2lane.py``) answer the common case without a ``Reply``: a GET
+or HEAD with none of ``policy.POLICY_REQUEST_FIELDS`` (no request directive, no precondition)
+whose selected variant is fresh and ``policy.is_plain`` (what ``Exchange.fresh_hit`` answers
+without ``policy.choose``), under a gateway route or outside every route. What they send is the
+same answer in two wire formats, so who is asking, which variant answers, what is counted and
+what is charged are decided once, here, and each lane only formats the outcome.
+
+Order matters for exact counts: under a route the gateway authenticates first (its denial is an
+answer: counted, never charged); then the cache must answer, and the body must fit ``room`` (the
+HTTP/2 flow-control windows); only then is the request counted and charged to the identity's
+bucket. Anything else returns None before anything is counted or charged, and the caller asks
+``Exchange.try_hit``, which decides as it always did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from edgeproxy.cache import VARY_ABSENT
+from edgeproxy.gated import identity_vary
+from edgeproxy.gateway import Deny, Identity, Route
+from edgeproxy.headers import vary_value
+from edgeproxy.policy import POLICY_REQUEST_FIELDS, is_plain, serve_plain
+from edgeproxy.replies import CachedObject, choose_request_id, has_body
+
+if TYPE_CHECKING:
+    from edgeproxy.exchange import Exchange
+
+Fields = list[tuple[bytes, bytes]]
+# A hit: the object, the body to send (empty for HEAD and bodiless statuses), Age, the ttl of its
+# Cache-Status, the X-Request-ID to send, and under a gateway route the X-RateLimit-* numbers
+# (limit, remaining, reset epoch second); limit 0 outside every route.
+Hit = tuple[CachedObject, bytes, int, int, bytes, int, int, int]
+# The gateway's denial of the request under its route, with the X-Request-ID to send.
+Denied = tuple[Deny, Route, bytes]
+NO_ROOM_LIMIT = 1 << 62  # HTTP/1.1 has no flow control: any body fits
+
+
+def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, host: bytes | None,
+              client: str | None, room: int = NO_ROOM_LIMIT) -> Hit | Denied | None:
+    """A plain fresh hit (counted, and charged under a route), the gateway's denial (counted), or
+    None: then nothing was counted or charged, and ``Exchange.try_hit`` decides.
+
+    Args:
+        method: b"GET" or b"HEAD" (the callers check).
+        fields: the request's header fields as parsed (lowercase names).
+        client: the peer's address, the gateway's per-IP bucket for anonymous reads.
+        room: the most body bytes that may be sent now (HTTP/2: the smaller flow-control window);
+            a larger body returns None before anything is counted.
+    """
+    if target.startswith(b"/.edge/"):
+        return None
+    authorization = given_rid = None
+    several_rids = False
+    policy_fields = POLICY_REQUEST_FIELDS
+    for name, value in fields:  # one pass for the policy, the gateway and the request id
+        if name in policy_fields:
+            return None  # a request directive or a precondition: policy.choose decides (try_hit)
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value  # a singleton field: the first line counts (get_header)
+        elif name == b"x-request-id":
+            several_rids = given_rid is not None  # joined lines are never well-formed
+            given_rid = value
+    identity: Identity | None = None
+    route: Route | None = None
+    now_ns = 0
+    gw = exchange.gateway
+    if gw is not None and target.startswith(gw.prefixes):
+        route = gw.route_for(target)
+        if route is not None:
+            now_ns = exchange.gateway_clock()
+            found = gw.authenticate(route, method, authorization, client, now_ns)
+            if type(found) is Deny:
+                exchange.counters.requests += 1
+                return found, route, choose_request_id(None if several_rids else given_rid)
+            assert isinstance(found, Identity)
+            identity = found
+    host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
+    cache = exchange.cache
+    entry = cache.peek(b"%s%s" % (host or b"", target),
+                       _vary_getter(fields) if identity is None else identity_vary(fields, identity))
+    if entry is None or entry.stale:
+        return None
+    obj = entry.value
+    if not is_plain(obj.stored, vary_matched=True):
+        return None
+    body = obj.body if method != b"HEAD" and has_body(obj.status) else b""
+    if len(body) > room:
+        return None
+    plain = serve_plain(obj.stored, time.time())
+    if plain is None:
+        return None
+    # The cache answers: count it, and charge it to the identity's bucket (a 429 is not a hit).
+    counters = exchange.counters
+    counters.requests += 1
+    rid = choose_request_id(None if several_rids else given_rid)
+    if identity is None:
+        hit: Hit = (obj, body, int(plain.age), int(plain.ttl), rid, 0, 0, 0)
+    else:
+        assert gw is not None
+        assert route is not None
+        taken = gw.charge_counts(identity, now_ns)
+        if type(taken) is Deny:
+            return taken, route, rid
+        assert isinstance(taken, tuple)
+        hit = (obj, body, int(plain.age), int(plain.ttl), rid, identity.per_minute, taken[0], taken[1])
+    counters.hits += 1
+    cache.record_hit(entry)
+    return hit
+
+
+def _vary_getter(fields: Fields) -> Callable[[bytes], bytes]:
+    """The cache's ``request_vary_getter`` of the client's own fields (outside the gateway)."""
+
+    def getter(name: bytes) -> bytes:
+        value = vary_value(fields, name)
+        return VARY_ABSENT if value is None else value
+
+    return getter
