@@ -318,7 +318,9 @@ class Server:
                             break
                         if kind == "pending":
                             await stream.send_all(outcome[1])
-                            continue
+                            if outcome[2] is None:
+                                continue
+                            head = outcome[2]  # the request after the answers sent just now
                         if kind == "head":
                             head = outcome[1]
                     if not await self._h1_next(stream, parser, waiting, head, client):

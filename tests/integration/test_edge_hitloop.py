@@ -119,6 +119,49 @@ async def test_bad_request_after_parking_gets_400(origin: OriginStub, edge: Edge
     assert data.startswith(b"HTTP/1.1 400")
 
 
+async def test_pipelined_hits_then_a_bad_request_get_their_answers_then_400(origin: OriginStub, edge: Edge,
+                                                                            clients: list[H1Client]) -> None:
+    """The hits' answers wait for the end of the batch; the parse error must not lose them."""
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    with trio.fail_after(BOUND_S):
+        _, stream = await parked_client(edge.port, clients)
+        request = b"GET /hit HTTP/1.1\r\nhost: edge.test\r\n\r\n"
+        await stream.send_all(request + request + b"GET /hit HTTP/1.1\r\nbad header\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    first, second, rest = data.split(b"HTTP/1.1 ", 3)[1:]
+    assert first.startswith(b"200")
+    assert first.endswith(b"\r\n\r\nH")
+    assert second.startswith(b"200")
+    assert second.endswith(b"\r\n\r\nH")
+    assert rest.startswith(b"400")
+
+
+async def test_one_batch_answers_every_ready_connection(origin: OriginStub, edge: Edge,
+                                                        clients: list[H1Client]) -> None:
+    """Requests arriving together on many parked connections are all answered, each on its own."""
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    for n in range(16):
+        origin.route(f"/hit{n}", Answer(headers=CACHED, body=b"H%d" % n))
+    with trio.fail_after(BOUND_S):
+        streams = [(await parked_client(edge.port, clients))[1] for _ in range(16)]
+        for n, stream in enumerate(streams):  # fill the cache: one miss each
+            await stream.send_all(b"GET /hit%d HTTP/1.1\r\nhost: edge.test\r\n\r\n" % n)
+            assert read_responses(await stream.receive_some(65536), ["GET"])[0].body == b"H%d" % n
+        await trio.sleep(0.05)  # all parked again
+        for n, stream in enumerate(streams):
+            await stream.send_all(b"GET /hit%d HTTP/1.1\r\nhost: edge.test\r\n\r\n" % n)
+        for n, stream in enumerate(streams):
+            data = b""
+            while not data.endswith(b"H%d" % n):
+                data += await stream.receive_some(65536)
+            (response,) = read_responses(data, ["GET"])
+            assert response.body == b"H%d" % n
+            assert "hit" in (response.header("cache-status") or b"").decode()
+    assert all(origin.count(f"/hit{n}") == 1 for n in range(16))
+
+
 async def test_a_miss_is_counted_once_whichever_path_looked_first(origin: OriginStub, edge: Edge,
                                                                   clients: list[H1Client]) -> None:
     origin.route("/hit", Answer(headers=CACHED, body=b"H"))
