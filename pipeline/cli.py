@@ -505,8 +505,9 @@ def _serve(site: Site, host: str, port: int, *, answer_cache: bool | None = None
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    from pipeline.origin import create_app
+    from pipeline.origin import create_app, hypercorn_guard
 
+    hypercorn_guard.install()
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None

@@ -59,8 +59,9 @@ async def _run(site: Path, store: Store, *, branch: str, host: str, port: int, o
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    from pipeline.origin import create_app
+    from pipeline.origin import create_app, hypercorn_guard
 
+    hypercorn_guard.install()
     async with trio.open_nursery() as nursery:
         config = Config()
         config.bind = [f"{host}:{origin_port if edge else port}"]
