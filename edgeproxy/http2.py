@@ -22,8 +22,9 @@ Decoded header blocks are cached per connection keyed by their bytes, but only w
 HPACK dynamic table is unchanged (a block that inserts or resizes clears the cache and is
 not cached): a client repeating a request sends identical bytes that decode identically.
 
-Only the writer task touches the socket's send side: a stream task cancelled by its
-RST_STREAM can never cut a frame in half, because frames are queued whole, synchronously.
+Only the writer task (``h2writer.FrameWriter``) touches the socket's send side: a stream task
+cancelled by its RST_STREAM can never cut a frame in half, because frames are queued whole,
+synchronously.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import trio
 from edgeproxy import h2wire as w
 from edgeproxy.errors import UpstreamError
 from edgeproxy.h2lane import hit_block
+from edgeproxy.h2writer import SEND_TIMEOUT_S, FrameWriter
 from edgeproxy.plainhit import Hit, plain_hit
 from edgeproxy.replies import Reply, denial_reply, error_reply, has_body, request_id
 from edgeproxy.server import DATES, FastSocket, log_access, peer_host
@@ -57,7 +59,6 @@ INITIAL_WINDOW_SIZE = 1 << 20  # per-stream receive window: 1 MiB request bodies
 CONNECTION_WINDOW = 1 << 24  # connection receive window (16 MiB)
 MAX_BODY = 64 * 1024 * 1024  # same request body limit as HTTP/1.1 (http1.H1Server)
 RECEIVE_BYTES = 65536
-SEND_TIMEOUT_S = 60.0  # nginx send_timeout: a client that reads nothing for this long is gone
 WINDOW_S = 10.0  # rate limits below count frames per this many seconds
 MAX_RESETS = 200  # client RST_STREAMs (rapid reset)
 MAX_PINGS = 200
@@ -166,62 +167,16 @@ class H2Connection:
             ("window", MAX_WINDOW_UPDATES), ("priority", MAX_PRIORITY), ("empty", MAX_EMPTY_DATA))}
         self.window_opened = trio.Event()
         self.streams_gone = trio.Event()
-        # the writer task owns the socket's send side
-        self._outbox: list[bytes | memoryview] = []
-        self._gather = isinstance(stream, FastSocket)  # plain TCP: one sendmsg per batch, no join
-        self._queued = 0
-        self._sent = 0
-        self._wakeup = trio.Event()
-        self._progress = trio.Event()
-        self._broken = False
-
-    # -- writing -------------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Queue whole frames; the writer sends them in order."""
-        self._outbox.append(data)
-        self._queued += len(data)
-        self._wakeup.set()
-
-    def write_parts(self, parts: list[bytes | memoryview]) -> None:
-        """Queue whole frames as pieces (a frame head, then its payload): bodies are not copied."""
-        self._outbox += parts
-        for part in parts:
-            self._queued += len(part)
-        self._wakeup.set()
-
-    async def flush(self) -> None:
-        """Wait until everything queued so far is written (backpressure)."""
-        target = self._queued
-        while self._sent < target:
-            if self._broken:
-                raise trio.BrokenResourceError("the HTTP/2 connection is gone")
-            await self._progress.wait()
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                while self._outbox:
-                    parts, self._outbox = self._outbox, []
-                    queued = self._queued  # everything in ``parts``: nothing is queued meanwhile
-                    with trio.fail_after(SEND_TIMEOUT_S):
-                        if self._gather:  # sendmsg: the pieces as they are
-                            await self.stream.send_parts(parts)
-                        else:
-                            await self.stream.send_all(b"".join(parts))
-                    self._sent = queued
-                    progress, self._progress = self._progress, trio.Event()
-                    progress.set()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            self._broken = True
-            self._progress.set()
-            await trio.aclose_forcefully(self.stream)  # the reader sees it and ends the connection
+        # the writer task owns the socket's send side (h2writer.py)
+        self.writer = FrameWriter(stream)
+        self.write = self.writer.write
+        self.write_parts = self.writer.write_parts
+        self.flush = self.writer.flush
 
     # -- the connection --------------------------------------------------------------
     async def run(self, first: bytes) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_loop)
+            nursery.start_soon(self.writer.run)
             nursery.start_soon(self._drain_on_shutdown, nursery)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 self.write(w.settings_frame({
@@ -722,7 +677,7 @@ class H2Connection:
 
     async def _send_reply(self, s: _Stream, reply: Reply, rid: bytes, *, head_only: bool) -> None:
         """HEADERS, then DATA within the peer's flow-control windows."""
-        if self.goaway_sent and self._broken:
+        if self.goaway_sent and self.writer.broken:
             return
         body = reply.body if has_body(reply.status) and not head_only else b""
         streamed = reply.stream is not None and has_body(reply.status) and not head_only
