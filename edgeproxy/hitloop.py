@@ -38,7 +38,7 @@ from edgeproxy.errors import RemoteProtocolError
 from edgeproxy.h1lane import h1_hit
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
 from edgeproxy.replies import request_id
-from edgeproxy.server import log_access, serialize_parts
+from edgeproxy.server import SEND_PARTS_MAX, log_access, serialize_parts
 
 if TYPE_CHECKING:
     from edgeproxy.server import FastSocket, Server
@@ -126,6 +126,8 @@ class HitLoop:
         outbox, self.outbox = self.outbox, []
         for p in outbox:
             out, p.out = p.out, []
+            if len(out) > SEND_PARTS_MAX:  # a deep pipeline: one piece, as sendmsg takes at most IOV_MAX
+                out = [b"".join(out)]
             total = sum(map(len, out))
             try:
                 sent = p.sock.sendmsg(out)

@@ -138,6 +138,24 @@ async def test_pipelined_hits_then_a_bad_request_get_their_answers_then_400(orig
     assert rest.startswith(b"400")
 
 
+async def test_a_deep_pipeline_of_hits_is_answered_whole(origin: OriginStub, edge: Edge,
+                                                        clients: list[H1Client]) -> None:
+    """Answers wait for the end of the batch; more of them than sendmsg takes at once (IOV_MAX)
+    must still go out, in order."""
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    count = 6000  # 200 KB of requests: a 64 KiB read holds ~1900 (3800 pieces; Linux IOV_MAX is 1024)
+    with trio.fail_after(BOUND_S):
+        _, stream = await parked_client(edge.port, clients)
+        await stream.send_all(b"GET /hit HTTP/1.1\r\nhost: edge.test\r\n\r\n" * count)
+        data = b""
+        while data.count(b"HTTP/1.1 200") < count or not data.endswith(b"\r\n\r\nH"):
+            chunk = await stream.receive_some(1 << 20)
+            assert chunk, f"closed after {data.count(b'HTTP/1.1 200')} answers"
+            data += chunk
+    responses = read_responses(data, ["GET"] * count)
+    assert [r.body for r in responses] == [b"H"] * count
+
+
 async def test_one_batch_answers_every_ready_connection(origin: OriginStub, edge: Edge,
                                                         clients: list[H1Client]) -> None:
     """Requests arriving together on many parked connections are all answered, each on its own."""
