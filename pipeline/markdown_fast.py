@@ -69,7 +69,8 @@ def needs_reference(body: str) -> bool:
     - runs of three or more tildes, whose strikethrough pairing the ports resolve apart;
     - footnote definitions: right under a line of text that is not another definition
       (markdown-it-py lets it end the paragraph, markdown-it.rs reads it as more of it),
-      defined twice, indented, cited inside a link's text, or shaped oddly (``_ODD_NOTE_TEXT``);
+      defined twice, indented, cited inside a link's text or inside a definition, or shaped
+      oddly (``_ODD_NOTE_TEXT``);
     - a quoted line followed by an unquoted, non-blank one (lazy continuation), where the
       ports end a quoted paragraph at different lines;
     - table edges: where a table ends, "a | b" over "---", escaped pipes, a delimiter row
@@ -126,12 +127,39 @@ def _odd_notes(text: str) -> bool:
         return True
     if _ODD_NOTE_TEXT.search(text) or _INDENTED_NOTE.search(text):
         return True
+    if any(_cites_inside(text, m.end()) for m in _NOTE_DEF_LINE.finditer(text)):
+        return True
     at = text.find("[^")
     while at >= 0:  # a citation inside a link's text: an unclosed "[" before it on its line
         before = text[text.rfind("\n", 0, at) + 1:at]
         if before.rfind("[") > before.rfind("]"):
             return True
         at = text.find("[^", at + 2)
+    return False
+
+
+def _cites_inside(text: str, start: int) -> bool:
+    """A citation in the body of the footnote definition whose label ends at ``start``: on its
+    first line, the lines that follow it up to a blank one, or the indented lines after that
+    (the ports number citations inside a definition apart). Over-inclusive: a line that would
+    interrupt the paragraph, or one indented too little to continue it, still counts."""
+    end = text.find("\n", start)
+    if "[^" in text[start:len(text) if end < 0 else end]:
+        return True
+    blank = False
+    while end >= 0:
+        nxt = text.find("\n", end + 1)
+        line = text[end + 1:len(text) if nxt < 0 else nxt]
+        end = nxt
+        if not line.strip():
+            blank = True
+            continue
+        if blank and line[0] not in " \t":  # any indent counts as more of it (conservative)
+            return False  # the definition ended at the blank line
+        if not blank and _NOTE_DEF_LINE.match("\n" + line):
+            return False  # the next definition
+        if "[^" in line:
+            return True
     return False
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import markdown_fast
@@ -79,6 +79,7 @@ def bodies(draw: st.DrawFn) -> str:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies())
+@example(body="[^n]: word  \n[^1]\n\n    more word  \n[^1]\n\n[^1]: word\n")  # citations inside a definition
 def test_same_output_on_generated_markdown(engines: tuple[ReferenceMarkdown, FastMarkdown], body: str) -> None:
     reference, fast = engines
     assert as_tuple(fast.render(body, CTX)) == as_tuple(reference.render(body, CTX))
