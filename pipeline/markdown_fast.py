@@ -57,6 +57,8 @@ _UNDERLINE = re.compile(r"\n[ \t]*(?:-+|=+)[ \t]*(?=\n|\Z)")
 _DELIMITER_ROW = re.compile(r"\n(?=[ \t|:-]*\|)(?=[ \t|:-]*-)[ \t|:-]+(?=\n|\Z)")
 _COLON_DELIMITER = re.compile(r"\n[ \t]*(?::-+:?|-+:)[ \t]*(?=\n|\Z)")
 _ODD_IMAGE = re.compile(r"!\[[^\]]*?(?:\n|!\[|\\|&)")
+_BACKTICKS = re.compile(r"`+")
+_LABEL_TICK = re.compile(r"\[[^\]\n`]*`")  # a backtick after a "[" on its line, before any "]"
 
 
 def needs_reference(body: str) -> bool:
@@ -76,7 +78,8 @@ def needs_reference(body: str) -> bool:
     - table edges: where a table ends, "a | b" over "---", escaped pipes, a delimiter row
       with a colon and no pipe, or with a pipe under a line without one;
     - an image whose description spans lines or holds an image, a backslash or an entity;
-    - a tab after a quote marker (the ports expand it to different columns).
+    - a tab after a quote marker (the ports expand it to different columns);
+    - backticks that do not pair up inside a link label (``_odd_label_code``).
     """
     if "<" in body and _RAW_HTML.search(body):
         return True
@@ -91,7 +94,26 @@ def needs_reference(body: str) -> bool:
         return True
     if ("-:" in body or ":-" in body) and _COLON_DELIMITER.search(text):
         return True
+    if "[" in body and "`" in body and _odd_label_code(body):
+        return True
     return "![" in body and _ODD_IMAGE.search(body) is not None
+
+
+def _odd_label_code(body: str) -> bool:
+    """Backticks that do not pair up after a "[" on its line (up to its "]"): the ports' link-label
+    scans skip such code spans apart ("[` ` `:``"). "[`code`](x)" pairs up and is not odd."""
+    for match in _LABEL_TICK.finditer(body):
+        start = body.rfind("\n", 0, match.start()) + 1
+        end = body.find("\n", match.end())
+        line = body[start:len(body) if end < 0 else end]
+        at = line.find("[")
+        while at >= 0:
+            close = line.find("]", at + 1)
+            runs = _BACKTICKS.findall(line, at + 1, len(line) if close < 0 else close)
+            if runs and any(runs.count(run) % 2 for run in set(runs)):
+                return True
+            at = line.find("[", at + 1)
+    return False
 
 
 def _line_above(text: str, newline: int) -> str:
