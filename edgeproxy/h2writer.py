@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from edgeproxy.server import FastSocket
+from edgeproxy.fastsocket import FastSocket
 
 SEND_TIMEOUT_S = 60.0
 

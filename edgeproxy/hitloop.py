@@ -35,13 +35,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from edgeproxy.errors import RemoteProtocolError
+from edgeproxy.fastsocket import SEND_PARTS_MAX
 from edgeproxy.h1lane import h1_hit
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
 from edgeproxy.replies import request_id
-from edgeproxy.server import SEND_PARTS_MAX, log_access, serialize_parts
+from edgeproxy.server import log_access, serialize_parts
 
 if TYPE_CHECKING:
-    from edgeproxy.server import FastSocket, Server
+    from edgeproxy.fastsocket import FastSocket
+    from edgeproxy.server import Server
 
 SWEEP_S = 1.0
 RECEIVE_BYTES = 65536

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import trio
 
-from edgeproxy.server import SEND_PARTS_MAX, FastSocket
+from edgeproxy.fastsocket import SEND_PARTS_MAX, FastSocket
 
 BOUND_S = 10.0
 
