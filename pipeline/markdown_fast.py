@@ -58,6 +58,8 @@ _DELIMITER_ROW = re.compile(r"\n(?=[ \t|:-]*\|)(?=[ \t|:-]*-)[ \t|:-]+(?=\n|\Z)"
 _COLON_DELIMITER = re.compile(r"\n[ \t]*(?::-+:?|-+:)[ \t]*(?=\n|\Z)")
 _ODD_IMAGE = re.compile(r"!\[[^\]]*?(?:\n|!\[|\\|&)")
 _BACKTICKS = re.compile(r"`+")
+# a reference definition with an empty title (on its line or the next): title="" or none
+_EMPTY_TITLE = re.compile(r"\]:[^\n]*(?:\n[^\n]*)?(?:\"\"|''|\(\))")
 _LABEL_TICK = re.compile(r"\[[^\]\n`]*`")  # a backtick after a "[" on its line, before any "]"
 
 
@@ -79,7 +81,9 @@ def needs_reference(body: str) -> bool:
       with a colon and no pipe, or with a pipe under a line without one;
     - an image whose description spans lines or holds an image, a backslash or an entity;
     - a tab after a quote marker (the ports expand it to different columns);
-    - backticks that do not pair up inside a link label (``_odd_label_code``).
+    - backticks that do not pair up inside a link label (``_odd_label_code``);
+    - a link reference definition with an empty title (``""``, ``''`` or ``()``): one port
+      writes ``title=""``, the other no title.
     """
     if "<" in body and _RAW_HTML.search(body):
         return True
@@ -95,6 +99,8 @@ def needs_reference(body: str) -> bool:
     if ("-:" in body or ":-" in body) and _COLON_DELIMITER.search(text):
         return True
     if "[" in body and "`" in body and _odd_label_code(body):
+        return True
+    if "]:" in body and ('""' in body or "''" in body or "()" in body) and _EMPTY_TITLE.search(body):
         return True
     return "![" in body and _ODD_IMAGE.search(body) is not None
 

@@ -104,6 +104,7 @@ SOUP = [*"*_~`[]()!<>&^\\#:-+=|.\n ", "a", "é", "[^1]", "[^1]:", "](x.md)", "##
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.lists(st.sampled_from(SOUP), max_size=25).map("".join))
 @example(body="<a[ `~[&amp; `    `(:```][x]: y\n")  # backticks that do not pair up in a link label
+@example(body="*[x]: y\n\n[x]: y\n()")  # a reference definition with an empty title
 def test_same_output_on_markup_soup(engines: tuple[ReferenceMarkdown, FastMarkdown], body: str) -> None:
     reference, fast = engines
     assert as_tuple(fast.render(body, CTX)) == as_tuple(reference.render(body, CTX))
