@@ -20,7 +20,9 @@ one: each connection's answers (several when requests are pipelined) go out with
 it; a client that has gone to sleep between two of our answers costs a cross-CPU wake-up each
 time (in a VM an IPI, a VM exit: measured at 9-15% of the edge's CPU under wrk, the share
 growing as the edge gets slower per request). Sent in a burst, one wake-up serves the batch.
-Nothing waits longer than the batch takes to compute (32 connections: a few hundred µs).
+Nothing waits longer than the batch takes to compute (32 connections: a few hundred µs), and
+a connection's answers are written at once past ``FLUSH_BYTES`` (a deep pipeline, a large
+answer), so the socket's backpressure still stops a client that does not read.
 
 Timeouts are kept per connection and swept once a second: an idle connection past
 ``keepalive_timeout`` is closed, one with half a request past ``header_timeout`` gets 408.
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from edgeproxy.errors import RemoteProtocolError
-from edgeproxy.fastsocket import SEND_PARTS_MAX
+from edgeproxy.fastsocket import RECEIVE_BYTES, SEND_PARTS_MAX
 from edgeproxy.h1lane import h1_hit
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
 from edgeproxy.replies import request_id
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from edgeproxy.server import Server
 
 SWEEP_S = 1.0
-RECEIVE_BYTES = 65536
+FLUSH_BYTES = 256 * 1024  # a connection's answers are written at once past this, not at the batch's end
 _EVENTS = select.EPOLLIN | select.EPOLLRDHUP
 
 # outcomes handed back to a connection's task
@@ -59,7 +61,7 @@ PARSE = "parse"  # the buffered bytes do not parse: the task's own read raises a
 
 
 class _Parked:
-    __slots__ = ("client", "deadline", "done", "fd", "out", "outcome", "parser", "sock")
+    __slots__ = ("client", "deadline", "done", "fd", "out", "out_bytes", "outcome", "parser", "sock")
 
     def __init__(self, sock: Any, parser: H1Server, deadline: float, client: str | None) -> None:
         self.sock = sock
@@ -70,6 +72,7 @@ class _Parked:
         self.done = trio.Event()
         self.outcome: tuple[Any, ...] = (CLOSED,)
         self.out: list[bytes] = []  # answers waiting for the end of the batch (heads and bodies)
+        self.out_bytes = 0  # their size
 
 
 class HitLoop:
@@ -127,25 +130,35 @@ class HitLoop:
         """Write every connection's answers, one ``sendmsg`` each (see the module docstring)."""
         outbox, self.outbox = self.outbox, []
         for p in outbox:
-            out, p.out = p.out, []
-            if len(out) > SEND_PARTS_MAX:  # a deep pipeline: one piece, as sendmsg takes at most IOV_MAX
-                out = [b"".join(out)]
-            total = sum(map(len, out))
-            try:
-                sent = p.sock.sendmsg(out)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._release(p, CLOSED)
-                continue
-            if sent < total:
-                self._release(p, PENDING, b"".join(out)[sent:], None)
+            self._write(p)
+
+    def _send_now(self, p: _Parked) -> bool:
+        """Write ``p``'s answers before the batch ends: a deep pipeline or large answers must not pile
+        up (memory, and sendmsg takes at most IOV_MAX pieces). False when ``p`` was handed back."""
+        self.outbox.remove(p)
+        return self._write(p)
+
+    def _write(self, p: _Parked) -> bool:
+        """One ``sendmsg`` of ``p``'s answers; what does not fit goes to its task (False then)."""
+        out, total = p.out, p.out_bytes
+        p.out, p.out_bytes = [], 0
+        try:
+            sent = p.sock.sendmsg(out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._release(p, CLOSED)
+            return False
+        if sent < total:
+            self._release(p, PENDING, b"".join(out)[sent:], None)
+            return False
+        return True
 
     def _hand_back(self, p: _Parked, outcome: str, head: RequestHead | None = None) -> None:
         """Give the connection back to its task; answers still queued go first (the task sends them)."""
         if p.out:
             self.outbox.remove(p)
-            rest, p.out = b"".join(p.out), []
+            rest, p.out, p.out_bytes = b"".join(p.out), [], 0
             self._release(p, PENDING, rest, head)  # a PARSE error shows again on the task's own read
         elif head is not None:
             self._release(p, outcome, head)
@@ -205,5 +218,8 @@ class HitLoop:
             if body:
                 p.out.append(body)
             total = len(head_bytes) + len(body)
+            p.out_bytes += total
             counters.bytes_sent += total
             log_access(rid, head.method, head.target, status, total, started, "HTTP/1.1")
+            if (p.out_bytes >= FLUSH_BYTES or len(p.out) >= SEND_PARTS_MAX - 1) and not self._send_now(p):
+                return  # the socket is full: the task sends the rest, then reads on (backpressure)

@@ -108,6 +108,39 @@ async def test_answers_larger_than_the_socket_buffer_are_finished_by_the_task(
     assert origin.count("/big") == 1
 
 
+async def test_a_client_that_does_not_read_holds_back_its_pipeline(
+        nursery: trio.Nursery, origin: OriginStub, clients: list[H1Client]) -> None:
+    """Answers wait for the end of the batch only up to FLUSH_BYTES: 600 pipelined GETs of a
+    1 MiB object (600 MiB of answers) from a client that reads nothing must not all be answered
+    into memory; the socket's backpressure holds them back until the client reads."""
+    big = bytes(range(256)) * 4096  # 1 MiB
+    origin.route("/hit", Answer(headers=CACHED, body=b"H"))
+    origin.route("/big", Answer(headers=CACHED, body=big))
+    edge = await start_edge(nursery, ProxyConfig(origin_port=origin.port))
+    count = 600
+    with trio.fail_after(BOUND_S * 3):
+        client, stream = await parked_client(edge.port, clients)
+        assert (await client.request("GET", "/big")).body == big  # cached now
+        await trio.sleep(0.05)
+        assert edge.server.exchange is not None
+        counters = edge.server.exchange.counters
+        before = counters.bytes_sent
+        await stream.send_all(b"GET /big HTTP/1.1\r\nhost: edge.test\r\n\r\n" * count)
+        await trio.sleep(0.5)  # the edge fills the socket buffers, then must wait for us
+        # what the kernel took: loopback grows the receive buffer up to tcp_rmem's maximum (32 MiB
+        # on Debian) and the send buffer to 4 MiB, each counted with its overhead; far from 600 MiB
+        assert counters.bytes_sent - before < 160 * 1024 * 1024
+        heads, tail = 0, b""
+        while heads < count or tail != big:  # every answer's status line, then the last body whole
+            chunk = await stream.receive_some(1 << 20)
+            assert chunk
+            seen = tail[-16:] + chunk
+            heads += seen.count(b"HTTP/1.1 200 ") - tail[-16:].count(b"HTTP/1.1 200 ")
+            tail = (tail + chunk)[-len(big):]
+    assert heads == count
+    assert origin.count("/big") == 1
+
+
 async def test_bad_request_after_parking_gets_400(origin: OriginStub, edge: Edge, clients: list[H1Client]) -> None:
     origin.route("/hit", Answer(headers=CACHED, body=b"H"))
     with trio.fail_after(BOUND_S):
