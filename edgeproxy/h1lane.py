@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from edgeproxy.answering import DATES, serialize_parts
 from edgeproxy.exchange import hit_status
 from edgeproxy.plainhit import plain_hit
 from edgeproxy.replies import Reply, denial_reply
-from edgeproxy.server import DATES, serialize_parts
 
 if TYPE_CHECKING:
     from edgeproxy.exchange import Exchange

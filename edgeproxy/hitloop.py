@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from edgeproxy.answering import log_access, serialize_parts
 from edgeproxy.errors import RemoteProtocolError
 from edgeproxy.fastsocket import RECEIVE_BYTES, SEND_PARTS_MAX
 from edgeproxy.h1lane import h1_hit
 from edgeproxy.http1 import NEED_DATA, H1Server, RequestHead
 from edgeproxy.replies import request_id
-from edgeproxy.server import log_access, serialize_parts
 
 if TYPE_CHECKING:
     from edgeproxy.fastsocket import FastSocket

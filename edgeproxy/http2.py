@@ -38,13 +38,13 @@ import hpack
 import trio
 
 from edgeproxy import h2wire as w
+from edgeproxy.answering import DATES, log_access, peer_host
 from edgeproxy.errors import UpstreamError
 from edgeproxy.fastsocket import FastSocket
 from edgeproxy.h2lane import hit_block
 from edgeproxy.h2writer import SEND_TIMEOUT_S, FrameWriter
 from edgeproxy.plainhit import Hit, plain_hit
 from edgeproxy.replies import Reply, denial_reply, error_reply, has_body, request_id
-from edgeproxy.server import DATES, log_access, peer_host
 
 if TYPE_CHECKING:
     from edgeproxy.server import Server

@@ -26,17 +26,16 @@ from typing import Any
 
 import trio
 
+from edgeproxy.answering import DATES, log_access, peer_host, serialize
 from edgeproxy.bus import WorkerBus
 from edgeproxy.config import ProxyConfig
 from edgeproxy.errors import ConfigError, RemoteProtocolError, UpstreamError
 from edgeproxy.exchange import Exchange
 from edgeproxy.fastsocket import RECEIVE_BYTES, FastSocket
-from edgeproxy.headers import format_http_date
 from edgeproxy.http1 import NEED_DATA, Body, EndOfMessage, H1Server, RequestHead, format_response_head
 from edgeproxy.replies import Reply, error_reply, has_body, request_id
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("edgeproxy.access")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 LISTEN_BACKLOG = 1024  # above trio's default (min(SOMAXCONN, 0xFFFF)) on small machines; nginx uses 511
@@ -45,61 +44,6 @@ CLOSE_TIMEOUT_S = 1.0  # bound on the goodbye write (408) before a connection is
 LINGER_S = 2.0  # lingering close after an error answer; nginx lingering_timeout is 5 s
 LINGER_BYTES = 1024 * 1024  # ...reading at most this much of what the client still sends
 _TOO_LARGE = b"\x00too large"  # _h1_body's answer for a body past the gateway's limit (compared by identity)
-
-
-class DateCache:
-    """The Date field value, formatted once per second (nginx caches it the same way)."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = format_http_date(now)
-        return self._value
-
-
-DATES = DateCache()
-
-
-def serialize(reply: Reply, rid: bytes, *, head_only: bool, close: bool) -> bytes:
-    """A Reply as HTTP/1.1 bytes. Cached replies reuse their pre-serialized head."""
-    head, body = serialize_parts(reply, rid, head_only=head_only, close=close)
-    return head + body if body else head
-
-
-def serialize_parts(reply: Reply, rid: bytes, *, head_only: bool, close: bool) -> tuple[bytes, bytes]:
-    """The head bytes and the body to send after it: kept apart so a large cached body goes
-    out with one ``sendmsg`` instead of being copied into one buffer with its head."""
-    prefix = reply.head
-    tail = [b"date: ", DATES.get(), b"\r\nx-request-id: ", rid, b"\r\n"]
-    for name, value in reply.extra:
-        tail += [name, b": ", value, b"\r\n"]
-    if not prefix:
-        fields = reply.fields
-        if has_body(reply.status) and not any(n == b"content-length" for n, _ in fields):
-            fields = [*fields, (b"content-length", b"%d" % len(reply.body))]
-        prefix = format_response_head(reply.status, fields)[:-2]
-    if close:
-        tail.append(b"connection: close\r\n")
-    tail.append(b"\r\n")
-    if head_only or not has_body(reply.status):
-        return prefix + b"".join(tail), b""
-    return prefix + b"".join(tail), reply.body
-
-
-def log_access(rid: bytes, method: bytes, target: bytes, status: int, size: int, started: float,
-               protocol: str) -> None:
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info("%s %s %s", method.decode("latin-1"), target.decode("latin-1"), status, extra={"request": {
-            "id": rid.decode(), "method": method.decode("latin-1"), "target": target.decode("latin-1"),
-            "status": status, "bytes": size, "ms": round((time.perf_counter() - started) * 1000, 3),
-            "protocol": protocol}})
 
 
 class Server:
@@ -536,18 +480,6 @@ def make_ssl_context(config: ProxyConfig) -> ssl.SSLContext:
         raise ConfigError(f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {exc}") from None
     context.set_alpn_protocols(["h2", "http/1.1"])
     return context
-
-
-def peer_host(stream: Any) -> str | None:
-    """The client's IP address (the gateway's per-IP rate-limit bucket), or None."""
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        transport = getattr(stream, "transport_stream", None)  # trio.SSLStream
-        sock = getattr(transport, "socket", None)
-    try:
-        return str(sock.getpeername()[0]) if sock is not None else None
-    except OSError:
-        return None
 
 
 def _peer(stream: trio.SocketStream) -> str:
