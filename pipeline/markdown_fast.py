@@ -57,9 +57,7 @@ _UNDERLINE = re.compile(r"\n[ \t]*(?:-+|=+)[ \t]*(?=\n|\Z)")
 _DELIMITER_ROW = re.compile(r"\n(?=[ \t|:-]*\|)(?=[ \t|:-]*-)[ \t|:-]+(?=\n|\Z)")
 _COLON_DELIMITER = re.compile(r"\n[ \t]*(?::-+:?|-+:)[ \t]*(?=\n|\Z)")
 _ODD_IMAGE = re.compile(r"!\[[^\]]*?(?:\n|!\[|\\|&)")
-_BACKTICKS = re.compile(r"`+")
-# a reference definition with an empty title (on its line or the next): title="" or none
-_EMPTY_TITLE = re.compile(r"\]:[^\n]*(?:\n[^\n]*)?(?:\"\"|''|\(\))")
+_LABEL_TOKENS = re.compile(r"`+|\[")
 _LABEL_TICK = re.compile(r"\[[^\]\n`]*`")  # a backtick after a "[" on its line, before any "]"
 
 
@@ -82,8 +80,7 @@ def needs_reference(body: str) -> bool:
     - an image whose description spans lines or holds an image, a backslash or an entity;
     - a tab after a quote marker (the ports expand it to different columns);
     - backticks that do not pair up inside a link label (``_odd_label_code``);
-    - a link reference definition with an empty title (``""``, ``''`` or ``()``): one port
-      writes ``title=""``, the other no title.
+    - a link reference definition with an empty title (``_empty_title``).
     """
     if "<" in body and _RAW_HTML.search(body):
         return True
@@ -100,25 +97,56 @@ def needs_reference(body: str) -> bool:
         return True
     if "[" in body and "`" in body and _odd_label_code(body):
         return True
-    if "]:" in body and ('""' in body or "''" in body or "()" in body) and _EMPTY_TITLE.search(body):
+    if "]:" in body and ('""' in body or "''" in body or "()" in body) and _empty_title(body):
         return True
     return "![" in body and _ODD_IMAGE.search(body) is not None
 
 
 def _odd_label_code(body: str) -> bool:
     """Backticks that do not pair up after a "[" on its line (up to its "]"): the ports' link-label
-    scans skip such code spans apart ("[` ` `:``"). "[`code`](x)" pairs up and is not odd."""
+    scans skip such code spans apart ("[` ` `:``"). "[`code`](x)" pairs up and is not odd.
+    Linear: each line once, each piece between two "]" walked once from its end."""
+    line_start = -1
     for match in _LABEL_TICK.finditer(body):
         start = body.rfind("\n", 0, match.start()) + 1
+        if start == line_start:
+            continue  # this line was looked at
+        line_start = start
         end = body.find("\n", match.end())
-        line = body[start:len(body) if end < 0 else end]
-        at = line.find("[")
-        while at >= 0:
-            close = line.find("]", at + 1)
-            runs = _BACKTICKS.findall(line, at + 1, len(line) if close < 0 else close)
-            if runs and any(runs.count(run) % 2 for run in set(runs)):
+        for piece in body[start:len(body) if end < 0 else end].split("]"):
+            if "[" in piece and "`" in piece and _odd_piece(piece):
                 return True
-            at = line.find("[", at + 1)
+    return False
+
+
+def _odd_piece(piece: str) -> bool:
+    """Some "[" in ``piece`` (text up to a "]") is followed by backtick runs of a length that
+    occurs an odd number of times: walked from the end, counting runs per length."""
+    counts: dict[int, int] = {}
+    odd = 0  # lengths seen an odd number of times so far
+    for token in reversed(_LABEL_TOKENS.findall(piece)):
+        if token == "[":
+            if odd:
+                return True
+            continue
+        seen = counts.get(len(token), 0) + 1
+        counts[len(token)] = seen
+        odd += 1 if seen % 2 else -1
+    return False
+
+
+def _empty_title(body: str) -> bool:
+    """An empty title ("", '' or ()) on the line of a "]:" or the next one (conservative: any "]:"
+    may be a reference definition). One port writes title="", the other no title. Linear: each
+    "]:" looks at two lines with ``str.find``, no regex backtracking over long lines."""
+    at = body.find("]:")
+    while at >= 0:
+        end = body.find("\n", at)
+        end = body.find("\n", end + 1) if end >= 0 else -1
+        span = body[at:len(body) if end < 0 else end]
+        if '""' in span or "''" in span or "()" in span:
+            return True
+        at = body.find("]:", at + 2)
     return False
 
 
