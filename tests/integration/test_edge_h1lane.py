@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from support.lanes import NOW, PUBLIC, SMALL_KEY, lane_gateway, lane_keys
 from support.loopback import Answer, Edge, OriginStub, start_edge, start_origin
 
 import edgeproxy.hitloop
@@ -25,17 +26,8 @@ from edgeproxy.gateway import NS
 from edgeproxy.gateway_config import parse_gateway
 
 BOUND_S = 10.0
-NOW = 1_767_225_600
-PUBLIC = (b"cache-control", b"public, max-age=0, s-maxage=600")
-KEYS = [f"fc_live_lane{n:02d}_0123456789abcdef" for n in range(8)]
-SMALL_KEY = "fc_live_small_01234567890"  # the 100-per-minute tier
-GATEWAY = {
-    "anonymous_tier": "anonymous",
-    "tiers": {"anonymous": 100, "small": 100, "starter": 1000},
-    "routes": [{"prefix": "/api/v3", "public": True}, {"prefix": "/graphql", "min_role": "viewer"}],
-    "keys": [*({"id": f"lane{n}", "key": k, "role": "viewer", "tier": "starter"} for n, k in enumerate(KEYS)),
-             {"id": "small", "key": SMALL_KEY, "role": "viewer", "tier": "small"}],
-}
+KEYS = lane_keys("lane", 8)
+GATEWAY = lane_gateway("lane", KEYS)
 REQUEST = b"%s %s HTTP/1.1\r\nhost: edge.test\r\nx-request-id: lane-test-1\r\n%s\r\n"
 DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
 AGE = re.compile(rb"\r\nage: \d+\r\ncache-status: edgeproxy; hit; ttl=\d+\r\n")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+from support.lanes import NOW, PUBLIC, SMALL_KEY, lane_gateway, lane_keys
 from support.loopback import Answer, Edge, OriginStub, start_edge, start_origin
 from support.rawh2 import Flag, FrameType, RawH2, Setting, StreamState
 
@@ -26,17 +27,8 @@ from edgeproxy.gateway_config import parse_gateway
 from edgeproxy.h2wire import encode_field
 
 BOUND_S = 10.0
-NOW = 1_767_225_600
-PUBLIC = (b"cache-control", b"public, max-age=0, s-maxage=600")
-KEYS = [f"fc_live_h2lane{n:02d}_0123456789abcdef" for n in range(12)]
-SMALL_KEY = "fc_live_small_01234567890"  # the 100-per-minute tier
-GATEWAY = {
-    "anonymous_tier": "anonymous",
-    "tiers": {"anonymous": 100, "small": 100, "starter": 1000},
-    "routes": [{"prefix": "/api/v3", "public": True}, {"prefix": "/graphql", "min_role": "viewer"}],
-    "keys": [*({"id": f"h2lane{n}", "key": k, "role": "viewer", "tier": "starter"} for n, k in enumerate(KEYS)),
-             {"id": "small", "key": SMALL_KEY, "role": "viewer", "tier": "small"}],
-}
+KEYS = lane_keys("h2lane", 12)
+GATEWAY = lane_gateway("h2lane", KEYS)
 POSTS = b'{"data": [1, 2, 3]}' * 200  # 3,800 bytes
 BIG = bytes(range(256)) * 160  # 40 KiB: more than one DATA frame, more than the default windows
 HTTP_DATE = re.compile(rb"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
