@@ -17,7 +17,7 @@ class FastSocket:
     only when the kernel has nothing to read or no room to write: one syscall each way per
     request on the hit path (HOTPATH.md: per-request scheduler overhead decides HTTP/1.1
     throughput). It shares the trio socket's descriptor and is detached, never closed, when
-    the connection ends; the trio stream still owns and closes the socket. Every 16th read
+    the connection ends (or by ``aclose``); the trio stream owns and closes the socket. Every 16th read
     yields to the scheduler so one busy pipelining client cannot starve the others.
     """
 
@@ -30,6 +30,14 @@ class FastSocket:
 
     def detach(self) -> None:
         self._raw.detach()
+
+    async def aclose(self) -> None:
+        """Close the connection now (HTTP/2's writer, on a broken or stuck socket): the trio stream
+        closes the descriptor and wakes a task waiting on it (ClosedResourceError). Detached first,
+        so a later call fails (BrokenResourceError) instead of using a descriptor number that a new
+        connection may already have."""
+        self._raw.detach()
+        await self.stream.aclose()
 
     @property
     def raw(self) -> socket.socket:

@@ -69,7 +69,7 @@ MAX_PRIORITY = 2000
 MAX_EMPTY_DATA = 200  # DATA frames with no data and no END_STREAM
 BLOCK_CACHE_ENTRIES = 256
 BLOCK_CACHE_BYTES = 64 * 1024
-RECENTLY_CLOSED = 4096  # closed stream ids remembered (frames in flight on them are ignored)
+RECENTLY_CLOSED = 4096  # closed stream ids remembered, at least this many (frames in flight on them are ignored)
 _DROP_FIELDS = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"proxy-connection", b"upgrade"})
 
 
@@ -532,8 +532,10 @@ class H2Connection:
     def _closed(self, sid: int, *, reset: bool = False) -> None:
         closed = self.closed
         closed[sid] = reset
-        if len(closed) > RECENTLY_CLOSED:
-            del closed[next(iter(closed))]
+        if len(closed) > 2 * RECENTLY_CLOSED:
+            # drop the older half at once: deleting the oldest id one by one made every later
+            # ``next(iter(closed))`` walk the deleted slots at the dict's front (O(n) per stream)
+            self.closed = dict(list(closed.items())[-RECENTLY_CLOSED:])
 
     def _forget(self, s: _Stream, *, reset: bool = False) -> None:
         if self.streams.pop(s.id, None) is not None:

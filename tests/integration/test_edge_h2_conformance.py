@@ -10,6 +10,7 @@ attack and one opened after it, or during it for slowloris).
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -314,6 +315,27 @@ async def test_h2_headers_stream_id_decreases(h2open: Opener) -> None:
     await c.headers(5, request_fields())
     await c.headers(3, request_fields())
     await assert_connection_error(c, E.PROTOCOL_ERROR)
+
+
+async def test_h2_headers_on_closed_stream(h2open: Opener) -> None:
+    """HEADERS again on a stream that was answered and closed: STREAM_CLOSED (§5.1), not an id error."""
+    c = await h2open()
+    stream_id = await c.request(b"GET", b"/ok")
+    assert (b":status", b"200") in (await c.response(stream_id)).headers
+    await c.headers(stream_id, request_fields())
+    await assert_connection_error(c, E.STREAM_CLOSED)
+
+
+async def test_h2_closed_streams_remembered_past_the_bound(h2open: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory of closed streams is bounded, drops its oldest ids in bulk, and still knows the recent
+    ones: many streams later, HEADERS on the last closed stream is STREAM_CLOSED and other streams work."""
+    monkeypatch.setattr("edgeproxy.http2.RECENTLY_CLOSED", 4)
+    c = await h2open()
+    for _ in range(19):  # a bulk drop at the 9th, 14th and 19th stream: the last one is kept
+        stream_id = await c.request(b"GET", b"/ok")
+        assert (b":status", b"200") in (await c.response(stream_id)).headers
+    await c.headers(stream_id, request_fields())
+    await assert_connection_error(c, E.STREAM_CLOSED)
 
 
 @pytest.mark.parametrize("interloper", ["ping", "data"])
@@ -739,3 +761,22 @@ async def test_h2_goaway_from_client_server_closes(h2open: Opener) -> None:
     code = await c.expect_goaway()
     assert code in (None, E.NO_ERROR), code_name(code)
     assert await c.closed()
+
+
+async def test_h2_client_reset_while_answers_are_queued(h2open: Opener, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that asks for 6 MiB, reads nothing and resets the connection: the writer's broken
+    socket ends the connection quietly (no error logged) and the edge serves the next client."""
+    warm = await h2open()
+    assert (b":status", b"200") in (await warm.response(await warm.request(b"GET", b"/big"))).headers
+    c = await h2open(settings=((Setting.INITIAL_WINDOW_SIZE, MAX_WINDOW),))
+    await c.window_update(0, MAX_WINDOW - 65535)
+    for _ in range(60):  # 60 x 100 KiB: far more than the socket buffers hold
+        await c.request(b"GET", b"/big")
+    await trio.sleep(0.2)  # the edge has queued the answers and waits for room to write
+    c.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await c.aclose()  # SO_LINGER 0: the close is a TCP reset
+    await trio.sleep(0.3)
+    after = await h2open()
+    assert (b":status", b"200") in (await after.response(await after.request(b"GET", b"/big"))).headers
+    failures = [r.getMessage() for r in caplog.records if r.name.startswith("edgeproxy") and r.levelname == "ERROR"]
+    assert not failures, failures

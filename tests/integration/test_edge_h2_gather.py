@@ -8,6 +8,7 @@ concatenation, in order, however the sends were cut.
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from edgeproxy.fastsocket import SEND_PARTS_MAX, FastSocket
 
@@ -55,3 +56,36 @@ async def test_pieces_arrive_whole_and_in_order_through_partial_sends() -> None:
         await writer.aclose()
         await reader.aclose()
     assert bytes(received) == expected
+
+
+async def test_aclose_wakes_a_waiting_reader_and_later_calls_fail() -> None:
+    """HTTP/2's writer closes a broken connection with ``aclose``: the reader waiting on the socket
+    wakes with an error, the peer sees the close, and nothing touches the old descriptor again."""
+    server, peer = await connected_pair()
+    fast = FastSocket(server)
+    woke: list[type[BaseException]] = []
+    try:
+        with trio.fail_after(BOUND_S):
+            async with trio.open_nursery() as nursery:
+
+                async def read() -> None:
+                    try:
+                        await fast.receive_some()
+                    except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                        woke.append(type(exc))
+
+                nursery.start_soon(read)
+                await trio.testing.wait_all_tasks_blocked()
+                await fast.aclose()
+            assert woke, "the waiting reader was not woken"
+            assert await peer.receive_some(100) == b"", "the peer did not see the close"
+            for call in (fast.receive_some(), fast.send_all(b"x"), fast.send_parts([b"x"])):
+                try:
+                    await call
+                except trio.BrokenResourceError:
+                    continue
+                raise AssertionError("a call after aclose did not fail")
+    finally:
+        fast.detach()
+        await server.aclose()
+        await peer.aclose()
