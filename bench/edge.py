@@ -608,6 +608,10 @@ def machine_info(python: str, tools: dict[str, str | None], pin: bool) -> dict[s
     info.update(cpu_and_memory())
     with contextlib.suppress(OSError):
         info["cpu_governor"] = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    with contextlib.suppress(OSError):
+        # bbr paces a connection's send: a write of more than one 64 KB loopback segment goes out in
+        # timed pieces, which costs the sender more than cubic does (bench/api.md, "Where the time goes")
+        info["tcp_congestion_control"] = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     code = ("import importlib.metadata as m, edgeproxy, sys; print(edgeproxy.__file__); "
             "print(' '.join(f'{p}={m.version(p)}' for p in "
             "('trio', 'h2', 'hpack', 'hyperframe', 'h11', 'hypercorn', 'quart', 'quart-trio')))")
