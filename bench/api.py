@@ -822,6 +822,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  targets: {args.targets}  protocols: {args.protocols}  duration: {args.duration:g} s  "
           f"rounds: {args.rounds}  out: {out}", flush=True)
 
+    if info.get("tcp_congestion_control") == "bbr" and "h2c" in protocols:
+        notes.append("TCP congestion control is bbr: it paces each connection's sends, and the h2c list row (10 "
+                     "answers of 14.5 KB per connection and batch) measured 0.72x of the static hit under bbr, 0.82x "
+                     "under cubic (bench/api.md, 'Where the time goes')")
     api_runs = len([t for t in args.targets if t in API_TARGETS]) * len(protocols) * args.rounds
     pool = KeyPool(api_runs + SPARE_KEY_SETS, CONNECTIONS)
     results: dict[str, Any] = {
