@@ -89,10 +89,12 @@ class Entry(Generic[V]):
         vary_values: the normalized request values of those fields, in the same order.
         surrogate_keys: the response's Surrogate-Key tags.
         stale: True once soft-purged; the policy must revalidate before serving it.
+        invalid: True once invalidated (a stronger soft purge): not even a stale-while-revalidate
+            window serves it before the origin has answered the revalidation.
     """
 
     __slots__ = ("_freq", "_key", "_path", "_queue", "_size", "_surrogate_keys", "_value",
-                 "_vary", "_vary_values", "hits", "stale")
+                 "_vary", "_vary_values", "hits", "invalid", "stale")
 
     def __init__(self, *, key: bytes, path: bytes, value: V, size: int,
                  vary: tuple[bytes, ...] | None = None, vary_values: tuple[bytes, ...] = (),
@@ -111,6 +113,7 @@ class Entry(Generic[V]):
         self._size = (size + ENTRY_OVERHEAD_BYTES + len(key) + len(path) + sum(map(len, vary_values))
                       + sum(map(len, surrogate_keys)) + SURROGATE_KEY_OVERHEAD_BYTES * len(surrogate_keys))
         self.stale = stale
+        self.invalid = False
         self.hits = 0  # lookups that returned this entry
         self._freq = 0  # S3-FIFO's 2-bit access counter
         self._queue = _FREE
@@ -158,7 +161,7 @@ class Entry(Generic[V]):
 
     def __repr__(self) -> str:
         vary = "" if self._vary is None else f" vary={dict(zip(self._vary, self._vary_values, strict=True))}"
-        return f"<Entry {self._key!r}{vary} size={self._size} hits={self.hits}{' stale' if self.stale else ''}>"
+        return f"<Entry {self._key!r}{vary} size={self._size} hits={self.hits}{' stale' if self.stale else ''}{' invalid' if self.invalid else ''}>"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -335,29 +338,34 @@ class CacheStore(Generic[V]):
 
     # -- purges --------------------------------------------------------------------------------
 
-    def purge_path(self, path: bytes, *, soft: bool) -> int:
+    def purge_path(self, path: bytes, *, soft: bool, invalidate: bool = False) -> int:
         """Purge every entry stored under ``path`` (all hosts, methods and variants).
 
-        Soft marks them stale and keeps them; hard removes them. Returns how many were
+        Soft marks them stale and keeps them; invalidate marks them stale and invalid (never
+        served stale while revalidating, ``purge.py``); hard removes them. Returns how many were
         affected. O(matches).
         """
-        return self._purge(self._by_path.get(path, ()), soft)
+        return self._purge(self._by_path.get(path, ()), soft, invalidate)
 
-    def purge_key(self, surrogate_key: bytes, *, soft: bool) -> int:
+    def purge_key(self, surrogate_key: bytes, *, soft: bool, invalidate: bool = False) -> int:
         """Purge every entry tagged with ``surrogate_key``; returns how many. O(matches)."""
-        return self._purge(self._by_surrogate.get(surrogate_key, ()), soft)
+        return self._purge(self._by_surrogate.get(surrogate_key, ()), soft, invalidate)
 
-    def purge_prefix(self, prefix: bytes, *, soft: bool) -> int:
+    def purge_prefix(self, prefix: bytes, *, soft: bool, invalidate: bool = False) -> int:
         """Purge every entry whose path starts with ``prefix`` (bytewise; ``b""`` is everything).
 
         Returns how many were affected. O(log paths + matching paths + matches).
         """
         by_path = self._by_path
-        return self._purge([e for path in self._paths.starting_with(prefix) for e in by_path[path]], soft)
+        return self._purge([e for path in self._paths.starting_with(prefix) for e in by_path[path]], soft,
+                           invalidate)
 
-    def _purge(self, matched: Iterable[Entry[V]], soft: bool) -> int:
+    def _purge(self, matched: Iterable[Entry[V]], soft: bool, invalidate: bool = False) -> int:
         entries = list(matched)  # hard purges shrink the index sets being read
-        if soft:
+        if invalidate:
+            for entry in entries:
+                entry.stale = entry.invalid = True
+        elif soft:
             for entry in entries:
                 entry.stale = True
         else:

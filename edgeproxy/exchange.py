@@ -255,8 +255,9 @@ class Exchange:
         now = time.time()
         obj = entry.value if entry is not None else None
         stored = obj.stored if obj is not None else None
-        if obj is not None and stored is not None and entry is not None and entry.stale and not stored.stale:
-            stored = obj.stored = policy.mark_stale(stored)  # soft-purged since it was stored
+        if obj is not None and stored is not None and entry is not None and (
+                (entry.stale and not stored.stale) or (entry.invalid and not stored.invalid)):
+            stored = obj.stored = policy.mark_stale(stored, invalid=entry.invalid)  # purged since it was stored
         decision = policy.choose(method, headers, stored, now)
         if isinstance(decision, policy.Serve) and obj is not None:
             self.counters.hits += 1
@@ -422,11 +423,12 @@ class Exchange:
         obj.fields = [f for f in obj.fields if f[0] not in updated or f[0] in CONTENT_FIELDS] + [
             f for f in client_fields(response.headers) if f[0] not in CONTENT_FIELDS]
         if purged:
-            obj.stored = policy.mark_stale(obj.stored)  # purged again while we asked: stay stale
+            invalid = any(e.invalid for e in self.cache.variants(key) if e.value is obj)
+            obj.stored = policy.mark_stale(obj.stored, invalid=invalid)  # purged again while we asked: stay stale
             return
         for entry in self.cache.variants(key):
             if entry.value is obj:
-                entry.stale = False
+                entry.stale = entry.invalid = False
 
     async def revalidate_in_background(self, target: bytes, headers: list[tuple[bytes, bytes]],
                                        key: bytes, obj: CachedObject) -> None:
@@ -498,7 +500,8 @@ class Exchange:
             results, missed = await self.bus.fan_out("purge", {**spec_to_wire(spec), "received": received})
             count += sum(int(r.get("purged", 0)) for r in results)
             workers = self.bus.workers
-        data: dict[str, object] = {"purged": count, "soft": spec.soft, "workers": workers}
+        data: dict[str, object] = {"purged": count, "soft": spec.soft, "invalidate": spec.invalidate,
+                                   "workers": workers}
         fields = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
         if missed:
             data.update(errors=[{"status": "503", "code": "PURGE_INCOMPLETE",

@@ -35,6 +35,9 @@ Choices where the RFCs leave room (each also noted at its branch):
   stale serving, RFC 5861 windows included.
 - A soft-purged entry (``stale=True``) counts as stale by 0 s: it revalidates before being
   served, unless a SWR window lets it be served while revalidating (what soft purge is for).
+  An invalidated one (``invalid=True``, RFC 9111 §4.4 "in need of a mandatory validation")
+  is never served before the revalidation is answered, but ``stale-if-error`` may still
+  answer with it when the origin fails (nothing is lost to a publish during an outage).
 - A request ``no-store`` may still be answered by a fresh stored response (RFC 9111
   §5.2.1.5 allows it); anything that would reach the origin becomes ``Pass``.
 - Stale windows are inclusive: stale by at most N seconds (RFC 5861 §3, §4; §5.2.1.2).
@@ -141,6 +144,8 @@ class Stored:
     """The request's normalised values of the Vary fields; None where the field was absent."""
     stale: bool = False
     """Soft-purged: must be revalidated before it is served as fresh."""
+    invalid: bool = False
+    """Invalidated (RFC 9111 §4.4): not even served stale while it is revalidated."""
     surrogate_keys: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
@@ -316,9 +321,10 @@ def _build(status: int, headers: Headers, request_time: float, response_time: fl
     )
 
 
-def mark_stale(stored: Stored) -> Stored:
-    """The soft-purged copy of ``stored``: kept, but revalidated before it is served fresh."""
-    return replace(stored, stale=True)
+def mark_stale(stored: Stored, *, invalid: bool = False) -> Stored:
+    """The soft-purged copy of ``stored``: kept, but revalidated before it is served fresh;
+    ``invalid`` (an invalidation): not served stale while revalidating either."""
+    return replace(stored, stale=True, invalid=invalid or stored.invalid)
 
 
 # --- freshness and age -----------------------------------------------------------------------
@@ -442,7 +448,8 @@ def choose(method: bytes, request_headers: Fields, stored: Stored | None, now: f
             return Serve(age=age, ttl=ttl)
         return _forward(request, stored, "request")
     staleness = -ttl
-    if not (directives.must_revalidate or directives.proxy_revalidate):  # §4.2.4, §5.2.2.2, §5.2.2.8
+    # §4.2.4, §5.2.2.2, §5.2.2.8; an invalidated entry needs a mandatory validation (§4.4)
+    if not (directives.must_revalidate or directives.proxy_revalidate or stored.invalid):
         client_accepts_stale = client_accepts_age and request.min_fresh is None
         if (
             client_accepts_stale

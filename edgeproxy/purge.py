@@ -1,9 +1,17 @@
 """Purge requests: who may purge (bearer token) and what a purge body means. Pure.
 
 Two ways in, one meaning: ``PURGE /path`` (one path; ``Soft-Purge: 1`` for soft) and
-``POST /.edge/purge`` with ``{"paths": [], "keys": [], "prefixes": [], "soft": false}``.
-A soft purge marks objects stale (the next request revalidates with the stored validators,
-serving stale meanwhile where SWR allows); a hard purge removes them.
+``POST /.edge/purge`` with ``{"paths": [], "keys": [], "prefixes": [], "soft": false,
+"invalidate": false}``. Three strengths, as CDNs name them:
+
+- hard (the default) removes the objects;
+- soft (Fastly's soft purge, Varnish's softpurge) marks them stale: the next request revalidates
+  with the stored validators, and where the response's ``stale-while-revalidate`` allows, the
+  stale copy answers meanwhile;
+- invalidate (RFC 9111 §4.4's "invalid", Akamai's invalidate) keeps them for a conditional
+  request but nothing serves them before the origin has answered it (a 304 keeps the body);
+  ``stale-if-error`` may still answer if the origin fails. A publish purges this way, so a
+  publish is live at once although pages carry ``stale-while-revalidate``.
 
 A publisher may tag the body with the publish it belongs to, ``"publish": {"id": "pub_…",
 "seen": <epoch seconds the commit was seen>}``, so the edge can time the publish
@@ -47,13 +55,14 @@ class PurgeSpec:
     keys: tuple[bytes, ...] = ()
     prefixes: tuple[bytes, ...] = ()
     soft: bool = False
+    invalidate: bool = False  # keep for revalidation, but never serve stale while revalidating
     publish: PublishTag | None = None
 
 
 class Purgeable(Protocol):
-    def purge_path(self, path: bytes, *, soft: bool) -> int: ...
-    def purge_key(self, surrogate_key: bytes, *, soft: bool) -> int: ...
-    def purge_prefix(self, prefix: bytes, *, soft: bool) -> int: ...
+    def purge_path(self, path: bytes, *, soft: bool, invalidate: bool = False) -> int: ...
+    def purge_key(self, surrogate_key: bytes, *, soft: bool, invalidate: bool = False) -> int: ...
+    def purge_prefix(self, prefix: bytes, *, soft: bool, invalidate: bool = False) -> int: ...
 
 
 def check_token(configured: str | None, authorization: bytes | None) -> Denial | None:
@@ -85,21 +94,23 @@ def parse_purge_body(body: bytes) -> PurgeSpec:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(spec, dict):
         raise ValueError("expected a JSON object")
-    unknown = set(spec) - {"paths", "keys", "prefixes", "soft", "publish"}
+    unknown = set(spec) - {"paths", "keys", "prefixes", "soft", "invalidate", "publish"}
     if unknown:
-        raise ValueError(f"unknown field {sorted(unknown)[0]!r} (paths, keys, prefixes, soft, publish)")
+        raise ValueError(f"unknown field {sorted(unknown)[0]!r} (paths, keys, prefixes, soft, invalidate, publish)")
     lists: dict[str, tuple[bytes, ...]] = {}
     for name in ("paths", "keys", "prefixes"):
         value = spec.get(name, [])
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ValueError(f"{name} must be a list of strings")
         lists[name] = tuple(target_bytes(v) for v in value)
-    soft = spec.get("soft", False)
+    soft, invalidate = spec.get("soft", False), spec.get("invalidate", False)
     if not isinstance(soft, bool):
         raise ValueError("soft must be true or false")
+    if not isinstance(invalidate, bool):
+        raise ValueError("invalidate must be true or false")
     publish = parse_publish_tag(spec["publish"]) if "publish" in spec else None
     return PurgeSpec(paths=tuple(path_of(p) for p in lists["paths"]), keys=lists["keys"],
-                     prefixes=lists["prefixes"], soft=soft, publish=publish)
+                     prefixes=lists["prefixes"], soft=soft, invalidate=invalidate, publish=publish)
 
 
 def parse_publish_tag(value: object) -> PublishTag:
@@ -118,14 +129,16 @@ def parse_publish_tag(value: object) -> PublishTag:
 
 
 def apply_purge(cache: Purgeable, spec: PurgeSpec) -> int:
-    """Objects removed (hard) or marked stale (soft); each index costs what it touches."""
+    """Objects removed (hard), marked stale (soft) or invalid (invalidate); each index costs what
+    it touches."""
+    soft, invalidate = spec.soft, spec.invalidate
     count = 0
     for path in spec.paths:
-        count += cache.purge_path(path, soft=spec.soft)
+        count += cache.purge_path(path, soft=soft, invalidate=invalidate)
     for key in spec.keys:
-        count += cache.purge_key(key, soft=spec.soft)
+        count += cache.purge_key(key, soft=soft, invalidate=invalidate)
     for prefix in spec.prefixes:
-        count += cache.purge_prefix(prefix, soft=spec.soft)
+        count += cache.purge_prefix(prefix, soft=soft, invalidate=invalidate)
     return count
 
 
@@ -133,7 +146,8 @@ def spec_to_wire(spec: PurgeSpec) -> dict[str, object]:
     """A PurgeSpec as JSON-ready data for the worker bus (bytes as latin-1, losslessly)."""
     publish = None if spec.publish is None else {"id": spec.publish.id, "seen": spec.publish.seen}
     return {"paths": [p.decode("latin-1") for p in spec.paths], "keys": [k.decode("latin-1") for k in spec.keys],
-            "prefixes": [p.decode("latin-1") for p in spec.prefixes], "soft": spec.soft, "publish": publish}
+            "prefixes": [p.decode("latin-1") for p in spec.prefixes], "soft": spec.soft,
+            "invalidate": spec.invalidate, "publish": publish}
 
 
 def spec_from_wire(data: dict[str, object]) -> PurgeSpec:
@@ -148,4 +162,4 @@ def spec_from_wire(data: dict[str, object]) -> PurgeSpec:
         assert isinstance(publish, dict)
         tag = PublishTag(id=str(publish["id"]), seen=float(publish["seen"]))
     return PurgeSpec(paths=items("paths"), keys=items("keys"), prefixes=items("prefixes"), soft=bool(data.get("soft")),
-                     publish=tag)
+                     invalidate=bool(data.get("invalidate")), publish=tag)

@@ -1,7 +1,7 @@
 """Talking to the edges after a publish: purge (batched, retried, acknowledged) and probe.
 
 An edge is any proxy that speaks edgeproxy's purge protocol (``POST /.edge/purge`` with a
-bearer token and ``{"paths", "keys", "soft"}``; the answer counts what it purged). A
+bearer token and ``{"paths", "keys", "soft", "invalidate"}``; the answer counts what it purged). A
 publish is "live everywhere" only when every edge acknowledged every batch; what did not
 get through is reported with the reason, never dropped silently.
 
@@ -103,9 +103,12 @@ async def purge_edge(client: httpx.AsyncClient, edge: Edge, purges: PurgeSet, *,
 
     async def post(body: dict[str, object]) -> httpx.Response:
         # Changed paths are purged hard: their cached copies can never revalidate to a 304
-        # (the ETag is the content hash), so serving them stale would only delay the new
-        # version. Keys (API answers that may not have changed) are purged as asked.
-        sent: dict[str, object] = {**body, "soft": soft and "paths" not in body}
+        # (the ETag is the content hash). Keys (answers that may not have changed) are
+        # invalidated when a soft purge is asked: kept for a conditional request (a 304 keeps
+        # the body), but never served before the origin answered it, so a publish is live at
+        # once although answers carry stale-while-revalidate.
+        keep = soft and "paths" not in body
+        sent: dict[str, object] = {**body, "soft": keep, "invalidate": keep}
         if publish is not None:
             sent["publish"] = publish.to_json()
         return await client.post(f"{edge.url}/.edge/purge", json=sent, headers=headers, timeout=REQUEST_TIMEOUT_S)

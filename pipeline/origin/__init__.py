@@ -62,7 +62,8 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
     @app.route("/<path:path>", methods=ALL_METHODS)
     async def live_file(path: str) -> Response:
-        answer = site.answer(request.method, request.path, request.headers.get("If-None-Match"))
+        answer = site.answer(request.method, request.path, request.headers.get("If-None-Match"),
+                             request.headers.get("If-Modified-Since"))
         response = Response(answer.body, status=answer.status)
         if answer.status in (301, 304):
             # RFC 9110 §15.4.5: a 304 carries validators and caching headers, no content headers

@@ -35,10 +35,11 @@ JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 JSON_MEDIA_TYPE = "application/json"
 API_PREFIX = "/api/v3"
 #: Same as pages (static.py): edges keep answers for a year because publish purges exactly
-#: the keys below; browsers revalidate every time (ETag → 304). No stale-while-revalidate:
-#: after a publish's soft purge the edge must revalidate *before* answering (a cheap 304 when
-#: the answer did not change), never serve the pre-publish answer once more. SIE per RFC 5861.
-CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-if-error=86400"
+#: the keys below; browsers revalidate every time (ETag → 304). A publish *invalidates* those
+#: keys (edges.py): the edge revalidates before answering (a cheap 304 when the answer did
+#: not change) and never serves the pre-publish answer once more, although the answer allows
+#: stale-while-revalidate (for an operator's soft purge). SWR and SIE per RFC 5861.
+CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-while-revalidate=60, stale-if-error=86400"
 #: For answers no publish purges (unknown routes and feeds, the OpenAPI document).
 SHORT_CACHE_CONTROL = "public, max-age=0, s-maxage=60"
 NO_STORE = "no-store"

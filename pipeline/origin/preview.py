@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class BuildSite(LiveSite):
         super().__init__(store)
         self.build_id = build_id
         self.manifest = store.manifest(build_id)
+        # a preview build changes as a whole when it is rebuilt: its folder's time is its date
+        self.last_modified = int(os.stat(store.build_dir(build_id)).st_mtime)
 
     def refresh(self) -> None:
         return None
@@ -96,7 +99,8 @@ def register(app: QuartTrio, store: Store, admin_token: str | None) -> None:
             return _error(422, "VALIDATION_ERROR", str(exc))
         except Exception as exc:  # an unknown branch: pygit2 says which
             return _error(404, "NOT_FOUND", f"no branch {branch!r}: {exc}")
-        answer = site.answer(request.method, "/" + path, request.headers.get("If-None-Match"))
+        answer = site.answer(request.method, "/" + path, request.headers.get("If-None-Match"),
+                             request.headers.get("If-Modified-Since"))
         response = Response(answer.body, status=answer.status)
         for name, value in answer.headers:
             response.headers[name] = value

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipeline.origin.conditional import etag_for, none_match
+from pipeline.origin.conditional import etag_for, http_date, not_modified
 from pipeline.store import Manifest, ManifestItem, Store
 
 # Edges keep pages for a year because publish purges exactly what changed; browsers
-# revalidate every time (ETag → 304). No stale-while-revalidate window: a page that was
-# (soft-)purged is revalidated before it is served again, so a publish is live at once;
-# stale-if-error (RFC 5861) still covers an origin that is down.
-PAGE_CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-if-error=86400"
+# revalidate every time (ETag → 304). stale-while-revalidate (RFC 5861) lets an edge answer
+# from a copy an operator soft-purged while it asks again; a publish invalidates instead
+# (edges.py: never served before the origin answered), so it is live at once. stale-if-error
+# covers an origin that is down.
+PAGE_CACHE_CONTROL = "public, max-age=0, s-maxage=31536000, stale-while-revalidate=60, stale-if-error=86400"
 NOT_FOUND_CACHE_CONTROL = "public, max-age=0, s-maxage=60"
 
 
@@ -33,6 +34,11 @@ class LiveSite:
         self._stamp: tuple[int, int] | None = None
         self.build_id: str | None = None
         self.manifest: Manifest = {}
+        # Last-Modified of every page: when the live pointer last moved (publish or rollback).
+        # Per page it may be later than the page's own last change (a 200 where a 304 could
+        # do), never earlier: a rollback changes pages back, and an older date would make an
+        # If-Modified-Since client keep the rolled-back copy. ETag (If-None-Match) is exact.
+        self.last_modified: int | None = None
 
     def refresh(self) -> None:
         try:
@@ -44,6 +50,7 @@ class LiveSite:
             build_id = self.store.live()
             self.manifest = self.store.manifest(build_id) if build_id else {}
             self.build_id = build_id
+            self.last_modified = stamp[0] // 1_000_000_000 if stamp else None
             self._stamp = stamp
 
     def lookup(self, path: str) -> tuple[str, ManifestItem] | tuple[str, None]:
@@ -54,7 +61,8 @@ class LiveSite:
             return path[: -len("index.html")], manifest[path[: -len("index.html")]]
         return path, None
 
-    def answer(self, method: str, path: str, if_none_match: str | None) -> Answer:
+    def answer(self, method: str, path: str, if_none_match: str | None,
+               if_modified_since: str | None = None) -> Answer:
         self.refresh()
         if method not in ("GET", "HEAD"):
             return Answer(405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")],
@@ -70,13 +78,15 @@ class LiveSite:
                 body, content_type = self.store.read(notfound.blob), notfound.type
             return Answer(404, [("Content-Type", content_type), ("Cache-Control", NOT_FOUND_CACHE_CONTROL)], body)
         etag = etag_for(item.blob)
-        headers = [
-            ("ETag", etag),
+        headers = [("ETag", etag)]
+        if self.last_modified is not None:
+            headers.append(("Last-Modified", http_date(self.last_modified)))
+        headers += [
             ("Cache-Control", PAGE_CACHE_CONTROL),
             ("Surrogate-Key", " ".join(item.keys)),
             ("X-Build", self.build_id or ""),
         ]
-        if none_match(if_none_match, etag):
+        if not_modified(if_none_match, if_modified_since, etag=etag, last_modified=self.last_modified):
             return Answer(304, headers, b"")
         headers.append(("Content-Type", item.type))
         body = b"" if method == "HEAD" else self.store.read(item.blob)

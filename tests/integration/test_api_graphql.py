@@ -31,7 +31,7 @@ from pipeline.source import GitSource
 from pipeline.store import Store
 
 AS_OF = "2026-11-20T00:00:00Z"
-CACHEABLE = "public, max-age=0, s-maxage=31536000, stale-if-error=86400"
+CACHEABLE = "public, max-age=0, s-maxage=31536000, stale-while-revalidate=60, stale-if-error=86400"
 
 SEED_FIRST_QUERY = """# Your first FlowCMS GraphQL query
 {

@@ -422,7 +422,7 @@ async def test_edge_purge_method_needs_the_token(origin: OriginStub, edge: Edge)
     assert anonymous.status == 401
     assert anonymous.header("www-authenticate") is not None
     assert wrong.status == 403
-    assert (done.status, done.json()) == (200, {"purged": 1, "soft": False, "workers": 1})
+    assert (done.status, done.json()) == (200, {"purged": 1, "soft": False, "invalidate": False, "workers": 1})
     assert "fwd=uri-miss" in cache_status(after)
     assert origin.count("/p") == 2
 
@@ -442,9 +442,9 @@ async def test_edge_purge_endpoint_by_path_key_and_prefix(origin: OriginStub, ed
         invalid = await purge(edge.port, '{"paths": "/c"}', AUTH)
         wrong_method = await get(edge.port, "/.edge/purge")
         statuses = [cache_status(await get(edge.port, p)) for p in ("/a", "/b", "/blog/x", "/c")]
-    assert by_key.json() == {"purged": 2, "soft": False, "workers": 1}
-    assert by_prefix.json() == {"purged": 2, "soft": False, "workers": 1}
-    assert by_path.json() == {"purged": 1, "soft": False, "workers": 1}
+    assert by_key.json() == {"purged": 2, "soft": False, "invalidate": False, "workers": 1}
+    assert by_prefix.json() == {"purged": 2, "soft": False, "invalidate": False, "workers": 1}
+    assert by_path.json() == {"purged": 1, "soft": False, "invalidate": False, "workers": 1}
     assert invalid.status == 400
     assert wrong_method.status == 405
     assert all("fwd=uri-miss" in s for s in statuses), statuses
@@ -460,12 +460,55 @@ async def test_edge_soft_purge_serves_stale_and_revalidates(origin: OriginStub, 
         stale = await get(edge.port, "/soft")
         await wait_for_counter(edge.port, "revalidated_unchanged", 1)
         fresh = await get(edge.port, "/soft")
-    assert purged.json() == {"purged": 1, "soft": True, "workers": 1}
+    assert purged.json() == {"purged": 1, "soft": True, "invalidate": False, "workers": 1}
     assert (stale.status, stale.body) == (200, b"soft")
     assert "fwd=stale" in cache_status(stale)
     assert origin.requests_for("/soft")[1].header(b"if-none-match") == b'"v1"'
     assert re.fullmatch(r"edgeproxy; hit; ttl=\d+", cache_status(fresh))
     assert origin.count("/soft") == 2
+
+
+async def test_edge_invalidate_revalidates_before_answering(origin: OriginStub, edge: Edge) -> None:
+    """An invalidation keeps the object for a conditional request, but even a stale-while-revalidate
+    window does not serve it before the origin answered: unchanged -> the 304's refreshed copy,
+    changed -> the new body at once (what a publish needs)."""
+    swr = "max-age=600, stale-while-revalidate=600"
+    origin.route("/same", conditional(cached(b"same", cc=swr), not_modified=((b"cache-control", swr.encode()),)))
+    versions = [cached(b"old", cc=swr), cached(b"new", cc=swr, etag=b'"v2"')]
+    origin.route("/changed", lambda r: versions[min(origin.count("/changed"), 2) - 1])
+    with trio.fail_after(BOUND_S):
+        await get(edge.port, "/same")
+        await get(edge.port, "/changed")
+        purged = await purge(edge.port, '{"paths": ["/same", "/changed"], "invalidate": true}', AUTH)
+        same = await get(edge.port, "/same")
+        changed = await get(edge.port, "/changed")
+        again = await get(edge.port, "/same")
+    assert purged.json() == {"purged": 2, "soft": False, "invalidate": True, "workers": 1}
+    assert (same.status, same.body) == (200, b"same")
+    assert cache_status(same) == "edgeproxy; fwd=stale; stored"  # asked the origin first (a 304), no stale hit
+    assert origin.requests_for("/same")[1].header(b"if-none-match") == b'"v1"'
+    assert (changed.status, changed.body) == (200, b"new"), "an invalidated object was served stale"
+    assert re.fullmatch(r"edgeproxy; hit; ttl=\d+", cache_status(again))
+    assert origin.count("/same") == 2
+
+
+async def test_edge_invalidated_object_still_answers_when_the_origin_fails(origin: OriginStub, edge: Edge) -> None:
+    """Invalidation is not deletion: with the origin failing, stale-if-error still answers."""
+    cc = "max-age=600, stale-while-revalidate=600, stale-if-error=600"
+    answers = [cached(b"kept", cc=cc), Answer(status=503, body=b"down")]
+    origin.route("/sie", lambda r: answers[min(origin.count("/sie"), 2) - 1])
+    with trio.fail_after(BOUND_S):
+        await get(edge.port, "/sie")
+        await purge(edge.port, '{"paths": ["/sie"], "invalidate": true}', AUTH)
+        kept = await get(edge.port, "/sie")
+    assert (kept.status, kept.body) == (200, b"kept")
+    assert origin.count("/sie") == 2
+
+
+async def test_edge_purge_body_rejects_a_non_boolean_invalidate(edge: Edge) -> None:
+    bad = await purge(edge.port, '{"paths": ["/x"], "invalidate": "yes"}', AUTH)
+    assert bad.status == 400
+    assert b"invalidate must be true or false" in bad.body
 
 
 async def test_edge_unsafe_method_is_forwarded_and_invalidates(origin: OriginStub, edge: Edge) -> None:

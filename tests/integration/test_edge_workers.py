@@ -97,7 +97,7 @@ async def test_each_worker_caches_and_a_purge_reaches_both(origin: OriginStub, w
         origin.route("/page", Answer(headers=CACHED, body=b"v2"))
         after = await from_each_worker(workers, "/page")
     assert len(first) == 2
-    assert (purge.status, purge.json()) == (200, {"purged": 2, "soft": False, "workers": 2})
+    assert (purge.status, purge.json()) == (200, {"purged": 2, "soft": False, "invalidate": False, "workers": 2})
     assert {r.body for r in after.values()} == {b"v2"}  # neither worker kept v1
     assert origin.count("/page") == 4
 
@@ -111,7 +111,7 @@ async def test_soft_purge_by_key_marks_every_worker_stale(origin: OriginStub, wo
         purge = await fetch(workers.port, "POST", "/.edge/purge", [("authorization", "Bearer t")],
                             json.dumps({"keys": ["k2"], "soft": True}).encode())
         after = await from_each_worker(workers, "/a")
-    assert purge.json() == {"purged": 4, "soft": True, "workers": 2}
+    assert purge.json() == {"purged": 4, "soft": True, "invalidate": False, "workers": 2}
     for response in after.values():  # stale, revalidated with the stored ETag
         assert "fwd=stale" in (response.header("cache-status") or b"").decode()
     assert any(r.header(b"if-none-match") == b'"v1"' for r in origin.requests_for("/a")[2:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from pathlib import Path
 
 import h11
@@ -51,8 +52,22 @@ async def test_origin_serves_live_build_with_validators(tmp_path: Path) -> None:
             assert r.content == store.read(item.blob)
             assert "s-maxage=31536000" in r.headers["cache-control"]
             assert "stale-if-error" in r.headers["cache-control"]
-            assert "stale-while-revalidate" not in r.headers["cache-control"]  # live at once after a purge
+            assert "stale-while-revalidate=60" in r.headers["cache-control"]  # a publish invalidates (edges.py)
             assert set(r.headers["surrogate-key"].split()) == set(item.keys)
+            # Last-Modified: when the live pointer moved (the publish), as an IMF-fixdate
+            live_moved = int(store.live_path.stat().st_mtime)
+            assert r.headers["last-modified"] == email.utils.formatdate(live_moved, usegmt=True)
+
+            # If-Modified-Since (RFC 9110 §13.1.3): 304 at or after Last-Modified, 200 before it or
+            # when the date is not a date; If-None-Match, when present, decides alone
+            later, earlier = (email.utils.formatdate(live_moved + d, usegmt=True) for d in (60, -1))
+            for since, status in ((r.headers["last-modified"], 304), (later, 304), (earlier, 200),
+                                  ("Sunday, 06-Nov-94 08:49:37 GMT", 200), ("not a date", 200)):
+                ims = await client.get("/blog/first-post/", headers={"If-Modified-Since": since})
+                assert ims.status_code == status, since
+            both = await client.get("/blog/first-post/", headers={"If-None-Match": '"other"',
+                                                                  "If-Modified-Since": r.headers["last-modified"]})
+            assert both.status_code == 200
 
             # 304 on If-None-Match (weak comparison, lists, *), with the validators and no body
             for inm in (r.headers["etag"], f'W/{r.headers["etag"]}', f'"x", {r.headers["etag"]}', "*"):

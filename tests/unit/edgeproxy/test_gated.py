@@ -26,7 +26,7 @@ TARGET = b"/api/v3/posts?limit=20"
 VIEWER_KEY = "fc_live_viewer_0123456789"
 EDITOR_KEY = "fc_live_editor_0123456789"
 SMALL_KEY = "fc_live_small_01234567890"  # the 100-per-minute tier
-API_CACHE_CONTROL = b"public, max-age=0, s-maxage=31536000, stale-if-error=86400"  # the origin's (jsonapi.py)
+API_CACHE_CONTROL = b"public, max-age=0, s-maxage=31536000, stale-while-revalidate=60, stale-if-error=86400"  # the origin's (jsonapi.py)
 GATEWAY = {
     "anonymous_tier": "anonymous",
     "tiers": {"anonymous": 100, "small": 100, "starter": 1000},

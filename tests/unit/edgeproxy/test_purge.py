@@ -88,3 +88,5 @@ def test_purge_spec_survives_the_worker_bus() -> None:
                      publish=PublishTag(id="pub_1", seen=1767225600.25))
     assert spec_from_wire(json.loads(json.dumps(spec_to_wire(spec)))) == spec
     assert spec_from_wire(spec_to_wire(PurgeSpec())) == PurgeSpec()
+    invalidation = PurgeSpec(keys=(b"api:cnt_1",), invalidate=True)
+    assert spec_from_wire(json.loads(json.dumps(spec_to_wire(invalidation)))) == invalidation
