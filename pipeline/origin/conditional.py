@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 
 
@@ -33,15 +34,12 @@ def http_date(epoch_s: float) -> str:
 def parse_http_date(value: str) -> int | None:
     """Epoch seconds of an HTTP-date in any of its three forms (RFC 9110 §5.6.7), else None."""
     try:
-        parts = email.utils.parsedate_tz(value.strip())
-    except (TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(value.strip())  # ValueError for a day 99 too
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parts is None:
-        return None
-    try:
-        return int(email.utils.mktime_tz(parts))
-    except (OverflowError, ValueError):
-        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # "-0000" and asctime: GMT by definition
+    return int(when.timestamp())
 
 
 def not_modified(if_none_match: str | None, if_modified_since: str | None, *, etag: str,
