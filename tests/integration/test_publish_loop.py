@@ -7,11 +7,13 @@ HIT, a removed entry 404s at the edge, and a broken commit leaves everything as 
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,6 +416,7 @@ async def test_preview_of_a_branch_for_editors_only(stack: Stack) -> None:
     assert page.status_code == 200
     assert "Soon." in page.text
     assert page.headers["cache-control"] == "no-store"
+    assert email.utils.parsedate_to_datetime(page.headers["last-modified"]).timestamp() <= time.time()
     assert redirect.status_code == 301
     assert redirect.headers["location"] == "/_preview/draft-work/blog/preview-only/"
     assert live.status_code == 404  # the branch is not published
