@@ -185,7 +185,8 @@ def check(site: Site, ref: str | None) -> None:
 @workers_option
 @click.option("--json", "as_json", is_flag=True, help="Print the purge set as JSON.")
 @click.option("--no-purge", is_flag=True, help="Do not purge the configured edges (the caller does).")
-@click.option("--hard", is_flag=True, help="Hard-purge API answers too (default: soft, revalidated on use).")
+@click.option("--hard", is_flag=True, help="Hard-purge API answers too (default: invalidate them: kept for a "
+                                            "conditional request, revalidated before they are served).")
 @pass_site
 def publish_cmd(site: Site, full: bool, as_of: str | None, workers: int | None, as_json: bool,
                 no_purge: bool, hard: bool) -> None:
