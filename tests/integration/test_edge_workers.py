@@ -117,6 +117,23 @@ async def test_soft_purge_by_key_marks_every_worker_stale(origin: OriginStub, wo
     assert any(r.header(b"if-none-match") == b'"v1"' for r in origin.requests_for("/a")[2:])
 
 
+async def test_invalidation_reaches_every_worker(origin: OriginStub, workers: Workers) -> None:
+    """An invalidation crosses the worker bus: with stale-while-revalidate allowed, neither worker
+    answers from the invalidated copy; each asks the origin first and serves the new body."""
+    swr = ((b"cache-control", b"max-age=600, stale-while-revalidate=600"), (b"surrogate-key", b"k"))
+    origin.route("/i", Answer(headers=(*swr, (b"etag", b'"v1"')), body=b"old"))
+    with trio.fail_after(BOUND_S):
+        await from_each_worker(workers, "/i")
+        purge = await fetch(workers.port, "POST", "/.edge/purge", [("authorization", "Bearer t")],
+                            json.dumps({"keys": ["k"], "invalidate": True}).encode())
+        origin.route("/i", Answer(headers=(*swr, (b"etag", b'"v2"')), body=b"new"))
+        after = await from_each_worker(workers, "/i")
+    assert purge.json() == {"purged": 2, "soft": False, "invalidate": True, "workers": 2}
+    assert {r.body for r in after.values()} == {b"new"}
+    # kept, not removed: both workers revalidated with the stored ETag (a hard purge would not)
+    assert [r.header(b"if-none-match") for r in origin.requests_for("/i")[2:]] == [b'"v1"', b'"v1"']
+
+
 async def test_stats_sum_every_worker(origin: OriginStub, workers: Workers) -> None:
     origin.route("/s", Answer(headers=CACHED, body=b"s"))
     with trio.fail_after(BOUND_S):
