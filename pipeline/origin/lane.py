@@ -83,7 +83,7 @@ class FastLane:
         self.rest = rest
         self.graphql = graphql
         self.cache = cache
-        self._exact, self._last_segment = _route_maps(rest.routes())
+        self._exact, self._last_segment, self._slash_segment = _route_maps(rest.routes())
         self._computed = 0
         self._passed = 0
 
@@ -114,7 +114,11 @@ class FastLane:
         if found is not None:
             return found[0], found[1], {}
         head, _, last = path.rpartition("/")
-        variable = self._last_segment.get(head) if last else None
+        if last:
+            variable = self._last_segment.get(head)
+        else:  # a trailing slash: rules ending in "/<name>/"
+            head, _, last = head.rpartition("/")
+            variable = self._slash_segment.get(head) if last else None
         if variable is None:
             return None
         name, handler, media_type = variable
@@ -239,21 +243,25 @@ def graphql_stored(answer: Reply) -> StoredAnswer:
 
 
 def _route_maps(routes: Iterable[tuple[str, str, Handler, str]]) -> tuple[
-        dict[str, tuple[Handler, str]], dict[str, tuple[str, Handler, str]]]:
-    """Rules without variables by path; rules ending in one ``/<name>`` by the path before it.
+        dict[str, tuple[Handler, str]], dict[str, tuple[str, Handler, str]], dict[str, tuple[str, Handler, str]]]:
+    """Rules without variables by path; rules ending in one ``/<name>`` by the path before it;
+    rules ending in ``/<name>/`` likewise, in a map of their own.
 
-    Werkzeug's default converter matches one non-empty segment, so these two dict lookups
-    pick what Quart's URL map picks. A rule of any other shape is left to Quart.
+    Werkzeug's default converter matches one non-empty segment, so these dict lookups pick
+    what Quart's URL map picks. A rule of any other shape is left to Quart.
     """
     exact: dict[str, tuple[Handler, str]] = {}
     last_segment: dict[str, tuple[str, Handler, str]] = {}
+    slash_segment: dict[str, tuple[str, Handler, str]] = {}
     for rule, _name, handler, media_type in routes:
-        head, _, last = rule.rpartition("/")
         if "<" not in rule:
             exact[rule] = (handler, media_type)
-        elif "<" not in head and last.startswith("<") and last.endswith(">") and ":" not in last:
-            last_segment[head] = (last[1:-1], handler, media_type)
-    return exact, last_segment
+            continue
+        target = slash_segment if rule.endswith("/") else last_segment
+        head, _, last = rule.removesuffix("/").rpartition("/")
+        if "<" not in head and last.startswith("<") and last.endswith(">") and ":" not in last:
+            target[head] = (last[1:-1], handler, media_type)
+    return exact, last_segment, slash_segment
 
 
 def _first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:

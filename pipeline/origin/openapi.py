@@ -200,12 +200,17 @@ def _responses(schema: str, media_type: str, *, statuses: tuple[int, ...]) -> Sc
     return responses
 
 
+#: The feed's URI and seed 003's other spellings of it ("Parameters: /?QUERYSTRING", /v1/flow/<FLOWKEY>/).
+FEED_PATHS = (("/public/feed/{flowKey}", "getFeed"), ("/public/feed/{flowKey}/", "getFeedSlash"),
+              ("/v1/flow/{flowKey}", "getFlow"), ("/v1/flow/{flowKey}/", "getFlowSlash"))
+
+
 def _operation(operation_id: str, summary: str, schema: str, parameters: list[str], *,
                media_type: str = JSONAPI_MEDIA_TYPE, statuses: tuple[int, ...] = (400, 404, 405, 406, 500, 503),
-               tags: tuple[str, ...] = ("contents",)) -> Schema:
+               tags: tuple[str, ...] = ("contents",), note: str = "") -> Schema:
     return {"get": {
         "operationId": operation_id, "summary": summary, "tags": list(tags),
-        "description": "HEAD is answered too, with the headers of GET and no body.",
+        "description": " ".join(filter(None, ("HEAD is answered too, with the headers of GET and no body.", note))),
         "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in parameters],
         "responses": _responses(schema, media_type, statuses=statuses),
     }}
@@ -250,9 +255,12 @@ def document() -> dict[str, Any]:
             "/api/v3/openapi.json": _operation("getOpenApi", "this document", "OpenApi", [],
                                                media_type=JSON_MEDIA_TYPE, statuses=(400, 405, 406, 500),
                                                tags=("meta",)),
-            "/public/feed/{flowKey}": _operation(
-                "getFeed", "a Flowbox feed page (seed 003): newest first, cursor-paginated", "Feed",
-                ["flowKey", "postsPerPage", "feedCursor"], media_type=JSON_MEDIA_TYPE, tags=("feed",)),
+            **{path: _operation(
+                operation_id, "a Flowbox feed page (seed 003): newest first, cursor-paginated", "Feed",
+                ["flowKey", "postsPerPage", "feedCursor"], media_type=JSON_MEDIA_TYPE, tags=("feed",),
+                note="" if path == "/public/feed/{flowKey}" else
+                "The same answer as /public/feed/{flowKey}: seed 003 also spells the feed's URI this way.")
+               for path, operation_id in FEED_PATHS},
         },
         "components": {"schemas": _copy(_SCHEMAS), "parameters": _copy(_PARAMETERS),
                        "headers": _copy(_HEADERS)},

@@ -98,6 +98,11 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("/api/v3/media/<media_id>", "media_item", "media_item", JSONAPI_MEDIA_TYPE),
     ("/api/v3/openapi.json", "openapi", "openapi", JSON_MEDIA_TYPE),
     ("/public/feed/<flow_key>", "feed", "feed", JSON_MEDIA_TYPE),
+    # Seed 003 builds URIs from units, "Parameters: /?QUERYSTRING", and shows
+    # /v1/flow/<FLOWKEY>/?postsPerPage=15: the same feed under those spellings.
+    ("/public/feed/<flow_key>/", "feed_slash", "feed", JSON_MEDIA_TYPE),
+    ("/v1/flow/<flow_key>", "flow", "feed", JSON_MEDIA_TYPE),
+    ("/v1/flow/<flow_key>/", "flow_slash", "feed", JSON_MEDIA_TYPE),
 )
 Handler = Callable[..., Awaitable[Answer]]
 
@@ -109,7 +114,9 @@ def register(app: QuartTrio, api: RestApi) -> None:
     for rule, name, media_type in (("/api/v3", "unknown", JSONAPI_MEDIA_TYPE),
                                    ("/api/v3/<path:rest>", "unknown_rest", JSONAPI_MEDIA_TYPE),
                                    ("/public/feed", "unknown_feed", JSON_MEDIA_TYPE),
-                                   ("/public/feed/<path:rest>", "unknown_feed_rest", JSON_MEDIA_TYPE)):
+                                   ("/public/feed/<path:rest>", "unknown_feed_rest", JSON_MEDIA_TYPE),
+                                   ("/v1/flow", "unknown_flow", JSON_MEDIA_TYPE),
+                                   ("/v1/flow/<path:rest>", "unknown_flow_rest", JSON_MEDIA_TYPE)):
         app.add_url_rule(rule, f"api_{name}", _view(api, None, media_type), methods=ALL_METHODS)
 
 

@@ -193,6 +193,25 @@ async def test_feed_posts_and_caching_headers(client: httpx.AsyncClient, publish
     assert empty == {"flowKey": "empty", "title": "Nothing", "posts": [], "cursor": None, "hasMore": False}
 
 
+@pytest.mark.parametrize("path", ["/public/feed/blog/", "/v1/flow/blog", "/v1/flow/blog/"])
+async def test_feed_answers_under_seed_003s_other_spellings(client: httpx.AsyncClient, path: str) -> None:
+    """Seed 003 builds URIs as Endpoint+Resource+"/?QUERYSTRING" and shows
+    /v1/flow/<FLOWKEY>/?postsPerPage=15: each spelling answers the same feed as the canonical URI."""
+    canonical = await client.get("/public/feed/blog?postsPerPage=15")
+    r = await client.get(f"{path}?postsPerPage=15")
+    assert r.status_code == 200, r.text
+    assert r.content == canonical.content
+    assert r.headers["etag"] == canonical.headers["etag"]
+    assert r.headers["surrogate-key"] == canonical.headers["surrogate-key"]  # a publish purges it too
+    assert r.headers["link"] == canonical.headers["link"]  # the next page at the canonical URI
+    assert len(r.json()["posts"]) == 15
+    head = await client.head(f"{path}?postsPerPage=15")
+    assert (head.status_code, head.content) == (200, b"")
+    nm = await client.get(f"{path}?postsPerPage=15", headers={"If-None-Match": r.headers["etag"]})
+    assert nm.status_code == 304
+    error_of(await client.get(path.replace("blog", "no-such-feed")), 404, "NOT_FOUND")
+
+
 async def test_feed_errors(client: httpx.AsyncClient) -> None:
     detail = error_of(await client.get("/public/feed/unknown"), 404, "NOT_FOUND")
     assert "unknown" in detail

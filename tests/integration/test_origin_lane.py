@@ -113,6 +113,10 @@ def cases(entry_id: str, media_id: str) -> list[Case]:
         ("GET", "/public/feed/blog", b"postsPerPage=1", (), "hit"),
         ("GET", "/public/feed/blog", b"cursor=garbage", (), "hit"),
         ("GET", "/public/feed/nope", b"", (), "hit"),
+        ("GET", "/public/feed/blog/", b"postsPerPage=1", (), "hit"),  # seed 003's spellings of the feed
+        ("GET", "/v1/flow/blog", b"", (), "hit"),
+        ("GET", "/v1/flow/blog/", b"postsPerPage=2", (), "hit"),
+        ("GET", "/v1/flow/nope/", b"", (), "hit"),
         ("GET", "/graphql", q(LIST_QUERY), (), "hit"),
         ("HEAD", "/graphql", q(LIST_QUERY), (), "hit"),
         ("GET", "/graphql", q(LIST_QUERY), (("Accept", "application/graphql-response+json"),), "hit"),
@@ -140,6 +144,8 @@ def cases(entry_id: str, media_id: str) -> list[Case]:
         ("GET", "/api/v3", b"", (), "quart"),
         ("GET", "/api/v3/nothing/here", b"", (), "quart"),
         ("GET", "/public/feed", b"", (), "quart"),
+        ("GET", "/v1/flow", b"", (), "quart"),
+        ("GET", "/v1/flow/a/b/", b"", (), "quart"),
         ("GET", "/", b"", (), "quart"),
         ("GET", "/blog/", b"", (), "quart"),
     ]
@@ -206,12 +212,15 @@ def test_lane_routes_as_quart_url_map_does(published: Store) -> None:
     assert by_slug[2] == {"slug": "first-post"}
     assert lane.match("/api/v3/contents/by-slug") == (lane.rest.content, "application/vnd.api+json",
                                                       {"entry_id": "by-slug"})
-    assert lane.match("/public/feed/blog") == (lane.rest.feed, "application/json", {"flow_key": "blog"})
-    for path in ("/api/v3/contents/", "/api/v3/contents/a/b", "/api/v3/publish/x", "/public/feed", "/api/v3"):
+    for path in ("/public/feed/blog", "/public/feed/blog/", "/v1/flow/blog", "/v1/flow/blog/"):
+        assert lane.match(path) == (lane.rest.feed, "application/json", {"flow_key": "blog"}), path
+    for path in ("/api/v3/contents/", "/api/v3/contents/a/b", "/api/v3/publish/x", "/public/feed", "/api/v3",
+                 "/v1/flow/", "/v1/flow/a/b/", "/public/feed/"):
         assert lane.match(path) is None, path
-    exact, last = _route_maps([("/a/<x>/b", "odd", lane.rest.tags, "application/json"),
-                               ("/c/<path:rest>", "rest", lane.rest.tags, "application/json")])
-    assert exact == last == {}
+    exact, last, slash = _route_maps([("/a/<x>/b", "odd", lane.rest.tags, "application/json"),
+                                      ("/c/<path:rest>", "rest", lane.rest.tags, "application/json"),
+                                      ("/d/<path:rest>/", "rest", lane.rest.tags, "application/json")])
+    assert exact == last == slash == {}
 
 
 @asynccontextmanager
