@@ -93,8 +93,9 @@ class Filled:
 
 
 def _request_ids() -> Iterator[bytes]:
-    """Unique ids without a syscall per request: a random per-process prefix and a counter."""
-    prefix = os.urandom(8).hex().encode()
+    """Unique ids without a syscall per request: a random per-process prefix and a counter,
+    in seed 001's style (``X-Request-ID: req_abc123def456``)."""
+    prefix = b"req_" + os.urandom(8).hex().encode()
     for n in itertools.count(1):
         yield b"%s-%x" % (prefix, n)
 

@@ -127,7 +127,7 @@ async def test_edge_request_id_kept_or_generated(origin: OriginStub, edge: Edge)
     for response, seen in ((bad, origin.seen[1]), (none, origin.seen[2])):
         rid = response.header("x-request-id")
         assert rid is not None
-        assert re.fullmatch(rb"[0-9a-f]{16}-[0-9a-f]+", rid)
+        assert re.fullmatch(rb"req_[0-9a-f]{16}-[0-9a-f]+", rid)
         assert seen.header(b"x-request-id") == rid  # the origin logs the same id
     assert bad.header("x-request-id") != none.header("x-request-id")
 

@@ -214,4 +214,4 @@ async def test_request_ids_the_lane_keeps_and_replaces(edge: Edge, connect: Call
         answer, lane.buffer = lane.buffer, b""
         rid = re.search(rb"\r\nx-request-id: ([^\r]*)\r\n", answer)
         assert rid is not None
-        assert re.fullmatch(rb"[0-9a-f]{16}-[0-9a-f]+", rid.group(1))
+        assert re.fullmatch(rb"req_[0-9a-f]{16}-[0-9a-f]+", rid.group(1))
