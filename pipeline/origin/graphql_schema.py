@@ -467,7 +467,7 @@ def _contents(_root: None, info: GraphQLResolveInfo, **args: Any) -> dict[str, A
         limit=size,
         cursor=cursor,
         live_only=not drafts,
-    ))
+    ), cache=ctx.snapshot.records)
     records = ctx.shown(page.entries[::-1] if backward else page.entries)
     edges = [{"cursor": encode_cursor(sort, (_sort_value(record, sort), record["id"])), "node": record}
              for record in records]
@@ -496,7 +496,7 @@ def _sort_value(record: Record, sort: str) -> str:
 
 def _content(_root: None, info: GraphQLResolveInfo, id: str) -> Record:  # noqa: A002 (the schema's name)
     ctx = _context(info)
-    record = get_entry(ctx.snapshot.conn, id, live_only=not ctx.drafts_visible())
+    record = get_entry(ctx.snapshot.conn, id, live_only=not ctx.drafts_visible(), cache=ctx.snapshot.records)
     if record is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"Content with id '{id}' not found")
     return ctx.shown([record])[0]
@@ -505,7 +505,7 @@ def _content(_root: None, info: GraphQLResolveInfo, id: str) -> Record:  # noqa:
 def _content_by_slug(_root: None, info: GraphQLResolveInfo, slug: str, contentType: str | None = None) -> Record:
     ctx = _context(info)
     record = get_entry_by_slug(ctx.snapshot.conn, slug, content_type=contentType,
-                               live_only=not ctx.drafts_visible())
+                               live_only=not ctx.drafts_visible(), cache=ctx.snapshot.records)
     if record is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"Content with slug '{slug}' not found")
     return ctx.shown([record])[0]

@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 import trio
 
 from pipeline.errors import PipelineError
-from pipeline.index import open_index
+from pipeline.index import RecordCache, open_index
 from pipeline.store import Store
 
 T = TypeVar("T")
+KEPT_RECORD_CACHES = 2  # the live build's and the one before (requests still reading it)
 
 
 class NoLiveBuild(PipelineError):
@@ -32,10 +33,12 @@ class NoLiveBuild(PipelineError):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What one request reads: a build id and its index connection (this thread's own)."""
+    """What one request reads: a build id, its index connection (this thread's own) and the
+    records already decoded from that index."""
 
     build_id: str
     conn: sqlite3.Connection
+    records: RecordCache  # decoded records of that index file, shared by threads: read-only
     store: Store
 
 
@@ -47,6 +50,8 @@ class LiveIndex:
         self._dir = ("", "")  # (build id, its folder): the folder's path, made once per build
         self._local = threading.local()
         self._limiter = trio.CapacityLimiter(4)  # SQLite readers in parallel (the GIL bounds the rest)
+        self._records: dict[tuple[str, int, int], RecordCache] = {}
+        self._records_lock = threading.Lock()
 
     def current(self) -> str | None:
         """The live build id, re-read when the LIVE file changed."""
@@ -80,17 +85,32 @@ class LiveIndex:
             return None
         return build_id, self._stamp, st.st_mtime_ns, st.st_ino
 
-    def _connection(self, build_id: str) -> sqlite3.Connection:
+    def _connection(self, build_id: str) -> tuple[sqlite3.Connection, RecordCache]:
+        """This thread's connection to the build's index, and the record cache of that file."""
         cached = getattr(self._local, "conns", None)
         if cached is None:
             cached = self._local.conns = {}
-        conn = cached.get(build_id)
-        if conn is None:
-            for old in cached.values():  # an older build's connection: this thread will not need it again
+        found = cached.get(build_id)
+        if found is None:
+            for old, _ in cached.values():  # an older build's connection: this thread will not need it again
                 old.close()
             cached.clear()
-            conn = cached[build_id] = open_index(self.store.build_dir(build_id) / "index.sqlite")
-        return conn
+            path = self.store.build_dir(build_id) / "index.sqlite"
+            conn = open_index(path)
+            # The cache belongs to the file the connection reads (a rebuild under the same
+            # id replaces it): fstat of SQLite's own handle is not reachable, so stat after open.
+            st = os.stat(path)
+            found = cached[build_id] = (conn, self._records_for((build_id, st.st_ino, st.st_mtime_ns)))
+        return found
+
+    def _records_for(self, file_key: tuple[str, int, int]) -> RecordCache:
+        with self._records_lock:
+            records = self._records.get(file_key)
+            if records is None:
+                records = self._records[file_key] = RecordCache()
+                while len(self._records) > KEPT_RECORD_CACHES:  # the oldest files' caches go
+                    del self._records[next(iter(self._records))]
+            return records
 
     async def read(self, fn: Callable[[Snapshot], T]) -> T:
         """Run ``fn`` against the live build in a worker thread: all of a request's reads in one hop."""
@@ -99,7 +119,7 @@ class LiveIndex:
             raise NoLiveBuild("nothing is published yet")
 
         def work() -> T:
-            return fn(Snapshot(build_id, self._connection(build_id), self.store))
+            return fn(Snapshot(build_id, *self._connection(build_id), self.store))
 
         return await trio.to_thread.run_sync(work, limiter=self._limiter)
 
@@ -108,7 +128,7 @@ class LiveIndex:
         build_id = self.current()
         if build_id is None:
             raise NoLiveBuild("nothing is published yet")
-        return fn(Snapshot(build_id, self._connection(build_id), self.store))
+        return fn(Snapshot(build_id, *self._connection(build_id), self.store))
 
 
 def body_html(snapshot: Snapshot, record: dict[str, Any]) -> str:

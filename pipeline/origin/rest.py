@@ -207,7 +207,7 @@ class RestApi:
         query = EntryQuery(**params.query)
 
         def read(snap: Snapshot) -> tuple[str, Any, dict[str, str], dict[str, dict[str, Any]]]:
-            page = query_entries(snap.conn, query)
+            page = query_entries(snap.conn, query, cache=snap.records)
             bodies = {r["id"]: body_html(snap, r) for r in page.entries} if params.bodies else {}
             authors = _authors_of(snap, page.entries) if params.include_author else {}
             return snap.build_id, page, bodies, authors
@@ -235,12 +235,13 @@ class RestApi:
 
         def read(snap: Snapshot) -> tuple[str, dict[str, Any] | None, str, dict[str, dict[str, Any]]]:
             if entry_id is not None:
-                record = get_entry(snap.conn, entry_id, live_only=not editor)
+                record = get_entry(snap.conn, entry_id, live_only=not editor, cache=snap.records)
             else:
                 assert slug is not None
-                record = get_entry_by_slug(snap.conn, slug, content_type=content_type)
+                record = get_entry_by_slug(snap.conn, slug, content_type=content_type, cache=snap.records)
                 if record is None and editor:  # a live entry wins over a draft with the same slug
-                    record = get_entry_by_slug(snap.conn, slug, content_type=content_type, live_only=False)
+                    record = get_entry_by_slug(snap.conn, slug, content_type=content_type, live_only=False,
+                                              cache=snap.records)
             if record is None or (content_type is not None and record["contentType"] != content_type):
                 return snap.build_id, None, "", {}
             body = body_html(snap, record)
@@ -335,7 +336,7 @@ class RestApi:
             spec = self._feed_specs(snap).get(flow_key)
             if spec is None or isinstance(feed_request, ApiError):
                 return snap.build_id, spec, None, {}
-            page = query_entries(snap.conn, EntryQuery(**feed.feed_query(spec, feed_request)))
+            page = query_entries(snap.conn, EntryQuery(**feed.feed_query(spec, feed_request)), cache=snap.records)
             return snap.build_id, spec, page, _authors_of(snap, page.entries)
 
         build_id, spec, page, authors = await self.live.read(read)

@@ -20,6 +20,7 @@ from pipeline.index import (
     EntryPage,
     EntryQuery,
     IndexCorrupt,
+    RecordCache,
     body_blobs,
     count_entries,
     get_author,
@@ -254,6 +255,53 @@ def test_get_entry_by_slug(conn: sqlite3.Connection) -> None:
     assert get_entry_by_slug(conn, "e04") is None
     assert get_entry_by_slug(conn, "e04", live_only=False)["id"] == "e04"  # type: ignore[index]
     assert get_entry_by_slug(conn, "intro", content_type="changelog") is None
+
+
+def without_body_text(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "bodyText": None}
+
+
+@pytest.mark.parametrize("query", [
+    {"limit": 3}, {"limit": 100, "live_only": False}, {"sort": "title", "limit": 4},
+    {"search": "graph"}, {"tag": "news", "sort": "-updatedAt"},
+])
+def test_record_cache_answers_as_the_index_does(conn: sqlite3.Connection, query: dict[str, Any]) -> None:
+    """Pages read through a cache equal direct reads (less bodyText, which the APIs never
+    read), cursor included; a second read hands out the very records of the first."""
+    cache = RecordCache()
+    pages = [query_entries(conn, EntryQuery(**query), cache=cache) for _ in range(2)]
+    direct = query_entries(conn, EntryQuery(**query))
+    for page in pages:
+        assert page.entries == [without_body_text(r) for r in direct.entries]
+        assert (page.next_cursor, page.total) == (direct.next_cursor, direct.total)
+    assert all(a is b for a, b in zip(pages[0].entries, pages[1].entries, strict=True))
+    assert len(cache) == len(direct.entries)
+    if direct.next_cursor is not None:  # the next page through the cache continues where the first ended
+        following = query_entries(conn, EntryQuery(**query, cursor=direct.next_cursor), cache=cache)
+        assert ids(following) == ids(query_entries(conn, EntryQuery(**query, cursor=direct.next_cursor)))
+
+
+def test_record_cache_serves_single_entries_too(conn: sqlite3.Connection) -> None:
+    cache = RecordCache()
+    listed = query_entries(conn, EntryQuery(limit=100, live_only=False), cache=cache).entries
+    by_id = {r["id"]: r for r in listed}
+    assert get_entry(conn, "e01", cache=cache) is by_id["e01"]
+    assert get_entry(conn, "e04", cache=cache) is None  # live_only still filters
+    assert get_entry(conn, "e04", live_only=False, cache=cache) is by_id["e04"]
+    assert get_entry_by_slug(conn, "intro", content_type="docs", cache=cache) is by_id["e07"]
+    assert get_entry_by_slug(conn, "nope", cache=cache) is None
+    assert get_entry(conn, "e01", cache=RecordCache()) == without_body_text(RECORDS[0])
+
+
+def test_record_cache_is_bounded(conn: sqlite3.Connection) -> None:
+    """Past its limit a cache keeps nothing more, and still answers every read right."""
+    full = query_entries(conn, EntryQuery(limit=100, live_only=False)).entries
+    for limit in (0, 3):
+        cache = RecordCache(limit=limit)
+        for _ in range(2):
+            page = query_entries(conn, EntryQuery(limit=100, live_only=False), cache=cache)
+            assert page.entries == [without_body_text(r) for r in full]
+        assert len(cache) == limit
 
 
 def test_authors(conn: sqlite3.Connection) -> None:

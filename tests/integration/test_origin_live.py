@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,47 @@ async def test_reads_follow_the_live_pointer(tmp_path: Path) -> None:
 
 async def _append(results: list[tuple[str, str]], awaitable: object) -> None:
     results.append(await awaitable)  # type: ignore[misc]
+
+
+def test_record_cache_belongs_to_the_index_file(tmp_path: Path) -> None:
+    """Reads of one index file share decoded records; a publish, or a rebuild that replaces
+    the file under the same build id, gives readers that open it a cache of their own."""
+    site = make_site(tmp_path / "site")
+    store = Store(tmp_path / "state")
+    live = LiveIndex(store)
+    first = build_and_publish(site, store)
+
+    def record(snapshot: Snapshot) -> tuple[object, dict[str, object]]:
+        found = get_entry_by_slug(snapshot.conn, "first-post", content_type="blog", cache=snapshot.records)
+        assert found is not None
+        return snapshot.records, found
+
+    cache, one = live.read_sync(record)
+    again_cache, again = live.read_sync(record)
+    assert again_cache is cache
+    assert again is one
+
+    def in_new_thread() -> tuple[object, dict[str, object]]:
+        out: list[tuple[object, dict[str, object]]] = []
+        thread = threading.Thread(target=lambda: out.append(live.read_sync(record)))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    assert in_new_thread()[0] is cache  # another thread, the same file: the same cache
+    index = store.build_dir(first) / "index.sqlite"
+    copy = index.with_name("copy.sqlite")
+    shutil.copyfile(index, copy)
+    os.replace(copy, index)  # what Store.commit_build does when a build id is built again
+    other_cache, other = in_new_thread()
+    assert other_cache is not cache
+    assert other == one
+    assert other is not one
+
+    write_files(site, {"blog/first.md": TINY_SITE["blog/first.md"].replace("tags: [intro, news]", "tags: [intro]")})
+    git_commit(site)
+    assert build_and_publish(site, store) != first
+    newer_cache, retagged = live.read_sync(record)
+    assert newer_cache is not cache
+    assert one["tags"] == ["intro", "news"]
+    assert retagged["tags"] == ["intro"]
