@@ -21,10 +21,10 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.cursor import decode_cursor, encode_cursor
 from pipeline.errors import PipelineError, QueryError
@@ -125,6 +125,8 @@ _RECORD_COLUMNS = (
 _JSON_PARTS = "'[' || tags || ',' || fields || ',' || links || ',' || extra || ']'"
 _RECORD_COLUMNS_NO_BODIES = _RECORD_COLUMNS.replace("body_text,", "NULL,")
 _EMPTY_JSON_PARTS = "[[],{},{},{}]"
+_ABSENT = object()
+T = TypeVar("T")
 _MAX_BOUND = 500  # rids per `IN (...)`: below SQLite's smallest limit on bound parameters
 _AUTHOR_FIELDS = ("name", "bio", "url", "avatar", "email")
 
@@ -580,10 +582,21 @@ class RecordCache:
 
     def __init__(self, limit: int = 50_000) -> None:
         self._by_rid: dict[int, Record] = {}
+        self._derived: dict[Hashable, Any] = {}
         self._limit = limit
 
     def __len__(self) -> int:
         return len(self._by_rid)
+
+    def derive(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()`` once per ``key`` for this file, for values computed from its records
+        alone (an API's serialised resource): they live exactly as long as the records."""
+        value = self._derived.get(key, _ABSENT)
+        if value is _ABSENT:
+            value = make()
+            if len(self._derived) < self._limit:
+                self._derived[key] = value
+        return value  # type: ignore[no-any-return]
 
     def fetch(self, conn: sqlite3.Connection, rids: list[int]) -> list[Record]:
         by_rid = self._by_rid

@@ -13,6 +13,7 @@ older entries. Decoding checks every part and says what is wrong (400 BAD_CURSOR
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from urllib.parse import quote, unquote
 from pipeline import dates
 from pipeline.config import FeedSpec, parse_feeds
 from pipeline.cursor import encode_cursor
-from pipeline.origin.jsonapi import ApiError, bounded_int, single_values
+from pipeline.documents import Serialized
+from pipeline.origin.jsonapi import ApiError, Derive, bounded_int, single_values
 
 DEFAULT_POSTS_PER_PAGE = 29  # seed 003: "by default 29 Content"
 MAX_POSTS_PER_PAGE = 100  # the index's page bound (index.MAX_LIMIT)
@@ -145,6 +147,10 @@ def post(record: Mapping[str, Any], author: Mapping[str, Any] | None) -> dict[st
             "author": shown, "contentType": record["contentType"]}
 
 
+def _post_json(record: Mapping[str, Any], author: Mapping[str, Any] | None) -> Serialized:
+    return Serialized(post(record, author))
+
+
 def next_cursor(spec: FeedSpec, records: Sequence[Mapping[str, Any]], has_more: bool) -> FeedCursor | None:
     if not has_more or not records:
         return None
@@ -153,11 +159,20 @@ def next_cursor(spec: FeedSpec, records: Sequence[Mapping[str, Any]], has_more: 
 
 
 def feed_document(spec: FeedSpec, records: Sequence[Mapping[str, Any]],
-                  authors: Mapping[str, Mapping[str, Any]], *, has_more: bool) -> dict[str, Any]:
-    """``{"flowKey", "title", "posts", "cursor", "hasMore"}``; ``cursor`` is null on the last page."""
+                  authors: Mapping[str, Mapping[str, Any]], *, has_more: bool,
+                  derive: Derive | None = None) -> dict[str, Any]:
+    """``{"flowKey", "title", "posts", "cursor", "hasMore"}``; ``cursor`` is null on the last page.
+
+    With ``derive`` (the records' ``RecordCache.derive``) each post is serialised once per build.
+    """
     cursor = next_cursor(spec, records, has_more)
+    if derive is None:
+        posts: list[Any] = [post(r, authors.get(r["author"] or "")) for r in records]
+    else:
+        posts = [derive(("feed:post", r["id"]), functools.partial(_post_json, r, authors.get(r["author"] or "")))
+                 for r in records]
     return {"flowKey": spec.key, "title": spec.title,
-            "posts": [post(r, authors.get(r["author"] or "")) for r in records],
+            "posts": posts,
             "cursor": cursor.to_json() if cursor else None, "hasMore": cursor is not None}
 
 

@@ -27,6 +27,7 @@ from pipeline.config import FeedSpec
 from pipeline.errors import QueryError
 from pipeline.index import (
     EntryQuery,
+    RecordCache,
     get_author,
     get_entry,
     get_entry_by_slug,
@@ -206,15 +207,16 @@ class RestApi:
         params = jsonapi.parse_list_params(req.args, posts=posts, role=req.role)
         query = EntryQuery(**params.query)
 
-        def read(snap: Snapshot) -> tuple[str, Any, dict[str, str], dict[str, dict[str, Any]]]:
+        def read(snap: Snapshot) -> tuple[str, Any, dict[str, str], dict[str, dict[str, Any]], RecordCache]:
             page = query_entries(snap.conn, query, cache=snap.records)
             bodies = {r["id"]: body_html(snap, r) for r in page.entries} if params.bodies else {}
             authors = _authors_of(snap, page.entries) if params.include_author else {}
-            return snap.build_id, page, bodies, authors
+            return snap.build_id, page, bodies, authors, snap.records
 
-        build_id, page, bodies, authors = await self.live.read(read)
+        build_id, page, bodies, authors, records = await self.live.read(read)
         doc = jsonapi.list_document(page.entries, params, path=req.path, bodies=bodies, authors=authors,
-                                    total=page.total, next_cursor=page.next_cursor, build_id=build_id)
+                                    total=page.total, next_cursor=page.next_cursor, build_id=build_id,
+                                    derive=records.derive)
         keys = [*params.keys, *jsonapi.entry_keys(page.entries)]
         return self._ok(req, doc, keys=keys, build_id=build_id, public=params.public, vary=_CONTENT_VARY)
 
@@ -332,20 +334,20 @@ class RestApi:
         except ApiError as error:
             feed_request = error  # an unknown feed is a 404 whatever its parameters
 
-        def read(snap: Snapshot) -> tuple[str, FeedSpec | None, Any, dict[str, dict[str, Any]]]:
+        def read(snap: Snapshot) -> tuple[str, FeedSpec | None, Any, dict[str, dict[str, Any]], RecordCache]:
             spec = self._feed_specs(snap).get(flow_key)
             if spec is None or isinstance(feed_request, ApiError):
-                return snap.build_id, spec, None, {}
+                return snap.build_id, spec, None, {}, snap.records
             page = query_entries(snap.conn, EntryQuery(**feed.feed_query(spec, feed_request)), cache=snap.records)
-            return snap.build_id, spec, page, _authors_of(snap, page.entries)
+            return snap.build_id, spec, page, _authors_of(snap, page.entries), snap.records
 
-        build_id, spec, page, authors = await self.live.read(read)
+        build_id, spec, page, authors, records = await self.live.read(read)
         if spec is None:
             raise ApiError(404, f"no feed {flow_key[:100]!r}")
         if isinstance(feed_request, ApiError):
             raise feed_request
         has_more = page.next_cursor is not None
-        doc = feed.feed_document(spec, page.entries, authors, has_more=has_more)
+        doc = feed.feed_document(spec, page.entries, authors, has_more=has_more, derive=records.derive)
         cursor = feed.next_cursor(spec, page.entries, has_more)
         extra = (("Link", feed.next_link(spec, feed_request, cursor)),) if cursor else ()
         keys = [*feed.selection_keys(spec), *jsonapi.entry_keys(page.entries)]

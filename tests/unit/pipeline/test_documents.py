@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.documents import canonical_json
+from pipeline.documents import Serialized, canonical_json
 
 
 def stdlib(value: object) -> bytes:
@@ -39,3 +39,13 @@ def test_what_orjson_refuses_goes_to_the_stdlib_encoder() -> None:
 def test_plain_floats_agree_and_nan_is_null() -> None:
     assert canonical_json([0.1, 4.5, -0.0, 1.0]) == stdlib([0.1, 4.5, -0.0, 1.0])
     assert canonical_json([float("nan")]) == b"[null]"
+
+
+@given(JSON_VALUES, JSON_VALUES)
+def test_a_serialized_value_is_embedded_as_the_value_would_be(inner: object, other: object) -> None:
+    assert canonical_json({"b": Serialized(inner), "a": [other]}) == canonical_json({"b": inner, "a": [other]})
+
+
+def test_serialized_values_survive_the_stdlib_fallback() -> None:
+    assert canonical_json({"n": 2**70, "f": Serialized({"y": 1, "x": "é"})}) == (
+        '{"f":{"x":"é","y":1},"n":1180591620717411303424}'.encode())

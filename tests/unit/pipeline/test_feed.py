@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from urllib.parse import unquote
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import FeedSpec, parse_config_text, parse_feeds
 from pipeline.cursor import decode_cursor
+from pipeline.documents import canonical_json
 from pipeline.errors import ConfigError
 from pipeline.index import EntryQuery
 from pipeline.origin import feed
@@ -122,6 +124,22 @@ def test_feed_document_and_next_link() -> None:
     assert link.startswith("</public/feed/blog?postsPerPage=2&cursor=%7B%22feedKey%22")
     assert link.endswith(
         '>; rel="next"')
+
+
+def test_feed_documents_with_derived_posts_are_the_same_bytes() -> None:
+    made: list[object] = []
+    kept: dict[object, object] = {}
+
+    def derive(key: object, make: Callable[[], object]) -> object:
+        if key not in kept:
+            made.append(key)
+            kept[key] = make()
+        return kept[key]
+
+    plain = canonical_json(feed.feed_document(BLOG, RECORDS, {"ada": ADA}, has_more=True))
+    for _ in range(2):
+        assert canonical_json(feed.feed_document(BLOG, RECORDS, {"ada": ADA}, has_more=True, derive=derive)) == plain
+    assert made == [("feed:post", "cnt_b"), ("feed:post", "cnt_a")]
 
 
 def test_feeds_config_round_trip_through_build_info() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import blake3
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.documents import canonical_json
 from pipeline.errors import QueryError
 from pipeline.index import MAX_LIMIT, SORTS, EntryQuery
 from pipeline.origin import jsonapi
@@ -237,6 +239,35 @@ def test_list_and_single_documents() -> None:
     sparse = jsonapi.single_document(RECORD, parse_single_params((("fields[contents]", "title"),)), path="/p",
                                      body="<p/>", authors={}, build_id="b1")
     assert sparse["data"]["attributes"] == {"title": "Hello"}
+
+
+class Derived:
+    """RecordCache.derive's contract (a value made once per key), counting the makes."""
+
+    def __init__(self) -> None:
+        self.values: dict[object, object] = {}
+        self.made = 0
+
+    def derive(self, key: object, make: Callable[[], object]) -> object:
+        if key not in self.values:
+            self.made += 1
+            self.values[key] = make()
+        return self.values[key]
+
+
+@pytest.mark.parametrize("args", [(), (("limit", "1"),), (("include", "author"),), (("fields[contents]", "title"),),
+                                  (("fields[contents]", "title,toc"),)])
+def test_list_documents_with_derived_resources_are_the_same_bytes(args: tuple[tuple[str, str], ...]) -> None:
+    """Serialised-once resources change nothing in the answer; only the plain shape is kept."""
+    other = {**RECORD, "id": "cnt_2", "title": "Zweite Seite ü", "tags": ["a", "b"], "author": None}
+    params = parse_list_params(args, posts=False, role=None)
+    derived = Derived()
+    kwargs = {"path": "/api/v3/contents", "bodies": {}, "authors": {"ada": ADA}, "total": 2,
+              "next_cursor": None, "build_id": "b1"}
+    plain = canonical_json(jsonapi.list_document([RECORD, other], params, **kwargs))
+    for _ in range(2):
+        assert canonical_json(jsonapi.list_document([RECORD, other], params, derive=derived.derive, **kwargs)) == plain
+    assert derived.made == (2 if params.fields.contents is None else 0)
 
 
 def test_page_links_replace_the_cursor_and_encode() -> None:
