@@ -16,6 +16,7 @@ keys) and whether the X-Flowcms-* identity headers changed it (then no cache may
 from __future__ import annotations
 
 import enum
+import functools
 import html
 import posixpath
 import re
@@ -376,7 +377,8 @@ class Execution:
     def author(self, key: str | None) -> Record | None:
         """An author by key; every author is read in one query, on first need."""
         if self._authors is None:
-            self._authors = {author["key"]: author for author in list_authors(self.snapshot.conn)}
+            authors = self.snapshot.records.derive("authors", functools.partial(list_authors, self.snapshot.conn))
+            self._authors = {author["key"]: author for author in authors}
         self.keys["api:authors"] = None
         return self._authors.get(key) if key is not None else None
 

@@ -11,6 +11,7 @@ GET and HEAD of ``ROUTES`` normally arrive from the ASGI fast lane (``lane.py``)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -371,7 +372,7 @@ class RestApi:
 def _authors_of(snap: Snapshot, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     found = {}
     for key in sorted({r["author"] for r in records if r["author"]}):
-        author = get_author(snap.conn, key)
+        author = snap.records.derive(("author", key), functools.partial(get_author, snap.conn, key))
         if author is not None:
             found[key] = author
     return found

@@ -304,6 +304,23 @@ def test_record_cache_is_bounded(conn: sqlite3.Connection) -> None:
         assert len(cache) == limit
 
 
+def test_record_cache_derives_each_value_once() -> None:
+    """Values computed from a file's records are made once per key (None too), within the bound."""
+    made: list[str] = []
+
+    def make(key: str) -> str | None:
+        made.append(key)
+        return None if key == "none" else key.upper()
+
+    cache = RecordCache(limit=2)
+    for _ in range(2):
+        assert [cache.derive(k, lambda k=k: make(k)) for k in ("a", "none")] == ["A", None]
+    assert made == ["a", "none"]
+    for _ in range(2):
+        assert cache.derive("past-the-bound", lambda: make("c")) == "C"
+    assert made == ["a", "none", "c", "c"]  # past the bound: made again on every call, still right
+
+
 def test_authors(conn: sqlite3.Connection) -> None:
     assert list_authors(conn) == [
         {"key": "ada", **AUTHORS["ada"]},
