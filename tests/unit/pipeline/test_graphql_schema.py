@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import inspect
 import sqlite3
 import struct
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graphql import parse
+from graphql import GraphQLObjectType, parse
 from support.sites import copy_sample
 
 from pipeline.build import BuildOptions, build_site
@@ -361,6 +362,24 @@ def test_authors_lists_every_author(site: Site) -> None:
 
 
 # --------------------------------------------------------------------------- batching, keys
+
+
+def test_every_resolver_is_synchronous() -> None:
+    """execute_request runs with check_sync=False: an async resolver would go unnoticed."""
+    resolvers = [field.resolve for named in graphql_schema.SCHEMA.type_map.values()
+                 if isinstance(named, GraphQLObjectType) for field in named.fields.values() if field.resolve]
+    assert len(resolvers) > 10
+    assert not [r for r in resolvers if inspect.iscoroutinefunction(r) or inspect.isasyncgenfunction(r)]
+
+
+def test_edge_cursors_are_made_only_when_asked_for(site: Site) -> None:
+    """Cursors are the same whichever fields a query asks for, and pageInfo's match the edges'."""
+    page = site.data("{ contents(first: 3) { edges { cursor node { id } } pageInfo { startCursor endCursor } } }")
+    cursors = [edge["cursor"] for edge in page["contents"]["edges"]]
+    assert page["contents"]["pageInfo"] == {"startCursor": cursors[0], "endCursor": cursors[-1]}
+    ids = [edge["node"]["id"] for edge in page["contents"]["edges"]]
+    after = site.data(f'{{ contents(first: 1, after: "{cursors[0]}") {{ edges {{ node {{ id }} }} }} }}')
+    assert [edge["node"]["id"] for edge in after["contents"]["edges"]] == ids[1:2]
 
 
 def test_index_reads_are_batched_per_request(site: Site) -> None:
