@@ -1,7 +1,7 @@
 """GraphQL over HTTP at /graphql: POST and cacheable GET, limits, errors, the playground.
 
 Theory of operation: the route turns an HTTP request into a ``GraphQLRequest`` (or a
-refusal: bad JSON 400, too large 413, wrong media type 415, overload 429), then runs
+refusal: bad JSON 400, too large 413, wrong media type 415, at capacity 503), then runs
 ``execute_request`` (parse → depth/cost limits → validation → ``execute_sync``) inside
 one ``LiveIndex.read`` call: one thread hop per request, with graphql-core resolving
 synchronously in that thread (DEPS.md). The resulting ``Outcome`` carries the response
@@ -20,6 +20,9 @@ GET and HEAD with a query normally arrive from the ASGI fast lane (``lane.py``),
 
 Status: 200 when the answer has data (errors then are partial), else the first error's
 ``statusCode`` (400 syntax, 405, 413, 422 validation, 401, 403, 404, 429, 500, 503).
+At capacity (``MAX_IN_FLIGHT``) the answer is 503 with ``Retry-After``, seed 002's "capacity
+reached": 429 is a client's own rate limit (the gateway's), and an edge may answer a 503
+from a stale copy (``stale-if-error``) where it must pass a 429 on.
 Every error is ``{message, locations?, path, extensions: {code, statusCode, path}}``.
 """
 
@@ -37,6 +40,7 @@ from importlib import resources
 from typing import Any
 
 import blake3
+import orjson
 from graphql import (
     DocumentNode,
     ExecutionResult,
@@ -116,9 +120,10 @@ MAX_QUERY_BYTES = 20 * 1024
 MAX_TOKENS = 6_000
 #: A POST body longer than this is refused from its Content-Length, before reading it.
 MAX_BODY_BYTES = 10 * 1024 * 1024
-#: Requests executing or waiting for a worker thread; more get 429 (the index reads in 4
-#: threads, so 64 is a queue of many seconds' work, not a burst).
-MAX_IN_FLIGHT = 64
+#: Requests executing or waiting for a worker thread; more get 503. An execution costs
+#: 0.25-1 ms of the one core the origin uses, so 512 is under half a second of queued work:
+#: bursts of concurrent clients wait (an h2c client alone opens 100 streams), a flood is shed.
+MAX_IN_FLIGHT = 512
 METHODS = ["GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"]
 ALLOW = "GET, HEAD, POST, OPTIONS"
 #: Headers the edge gateway sets after authentication (it strips client-sent copies).
@@ -476,7 +481,7 @@ class Reply:
     headers: dict[str, str]
     body: bytes
     deterministic: bool = False
-    """A pure function of (build, request): no load refusal (429), no fault (5xx, a failed
+    """A pure function of (build, request): no load refusal (503), no fault (5xx, a failed
     resolver), so the origin may keep it for the build (``answer_cache``)."""
 
     def not_modified(self, if_none_match: str | None) -> bool:
@@ -523,8 +528,9 @@ class GraphQLApi:
                      path: str = "/graphql") -> Reply:
         """Execute ``gql`` for ``viewer`` against the live build; ``queries_only`` for GET/HEAD."""
         if self.in_flight >= self.max_in_flight:
-            return self.refusal(ApiError(ErrorCode.RATE_LIMITED, "too many GraphQL requests in progress:"
-                                         " retry in a second"), accept, {"Retry-After": "1"})
+            return self.refusal(ApiError(ErrorCode.INTERNAL_ERROR, "the origin is at capacity (too many GraphQL"
+                                         " requests in progress): retry in a second", status=503),
+                                accept, {"Retry-After": "1"})
         self.in_flight += 1
         try:
             outcome, build_id = await self.live.read(partial(self._execute, gql, viewer, queries_only))
@@ -595,7 +601,13 @@ async def _read_body() -> bytes:
 
 
 def _dumps(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON in the document's own key order (``data`` before ``errors`` is the
+    executor's). orjson writes json.dumps's bytes at a fraction of the cost; what it
+    refuses (integers beyond 64 bits from a custom scalar) goes to the stdlib encoder."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def register(app: QuartTrio, api: GraphQLApi) -> None:

@@ -303,8 +303,9 @@ async def test_every_error_code(store: Store, monkeypatch: pytest.MonkeyPatch) -
         assert_seed_error(r.json(), "INTERNAL_ERROR", 500, ["contents"])
 
 
-async def test_rate_limited_when_too_many_requests_are_in_flight(store: Store) -> None:
-    """Past the in-flight limit the origin answers RATE_LIMITED 429 with Retry-After at once."""
+async def test_at_capacity_when_too_many_requests_are_in_flight(store: Store) -> None:
+    """Past the in-flight limit the origin answers 503 (INTERNAL_ERROR, seed 002's "capacity
+    reached") with Retry-After at once, and serves again when the work drains."""
 
     class GatedLive:
         def __init__(self, live: LiveIndex) -> None:
@@ -330,9 +331,11 @@ async def test_rate_limited_when_too_many_requests_are_in_flight(store: Store) -
             nursery.start_soon(slow)
             await gated.entered.wait()
             r = await client.post("/graphql", json={"query": "{ authors { id } }"})
-            assert r.status_code == 429
+            assert r.status_code == 503  # seed 002: capacity reached (429 is a client's own rate limit)
             assert r.headers["retry-after"] == "1"
-            assert_seed_error(r.json(), "RATE_LIMITED", 429, None)
+            assert r.headers["cache-control"] == "no-store"
+            assert_seed_error(r.json(), "INTERNAL_ERROR", 503, None)
+            assert "at capacity" in r.json()["errors"][0]["message"]
             gated.gate.set()
         assert first[0].status_code == 200
         assert (await client.post("/graphql", json={"query": "{ authors { id } }"})).status_code == 200

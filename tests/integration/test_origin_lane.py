@@ -342,7 +342,7 @@ async def test_roles_and_identities_get_their_own_answers(published: Store) -> N
 
 
 async def test_graphql_errors_are_stored_but_load_refusals_are_not(published: Store) -> None:
-    """Deterministic GraphQL errors (400 syntax, 422) are kept per build; 429 (in flight) never."""
+    """Deterministic GraphQL errors (400 syntax, 422) are kept per build; 503 (at capacity) never."""
     app = create_app(published)
     lane = lane_of(app)
     async with serving(app) as http:
@@ -352,12 +352,12 @@ async def test_graphql_errors_are_stored_but_load_refusals_are_not(published: St
         assert cache_of(app).hits == 1
         lane.graphql.max_in_flight = 0  # every execution is refused as overload
         busy = await http.get("/graphql?" + q(LIST_QUERY).decode())
-        assert busy.status_code == 429
+        assert busy.status_code == 503
         assert busy.headers["retry-after"] == "1"
         lane.graphql.max_in_flight = 64
         ok = await http.get("/graphql?" + q(LIST_QUERY).decode())
         assert ok.status_code == 200
-        assert cache_of(app).stores == 2  # the syntax error and the 200, never the 429
+        assert cache_of(app).stores == 2  # the syntax error and the 200, never the 503
 
 
 async def test_nothing_published_is_never_stored(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import inspect
+import json
 import sqlite3
 import struct
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from support.sites import copy_sample
 
 from pipeline.build import BuildOptions, build_site
 from pipeline.index import EntryQuery, RecordCache, get_entry, load_entry_records, query_entries
-from pipeline.origin import graphql_schema
+from pipeline.origin import graphql_api, graphql_schema
 from pipeline.origin.graphql_api import (
     MAX_COST,
     MAX_DEPTH,
@@ -362,6 +363,18 @@ def test_authors_lists_every_author(site: Site) -> None:
 
 
 # --------------------------------------------------------------------------- batching, keys
+
+
+def test_answers_are_the_bytes_json_dumps_would_write(site: Site) -> None:
+    """Answer bytes (and so ETags) are compact JSON in the executor's key order, UTF-8 as is."""
+    documents = [
+        site.run("{ contents(first: 5) { edges { cursor node { id title body createdAt author { name } } } } }").document,
+        site.run('{ content(id: "nope") { id } }').document,  # data, then errors with extensions
+        {"data": {"title": "Café ☕ 日本", "n": 2**53, "none": None, "flag": True}},
+    ]
+    for document in documents:
+        assert graphql_api._dumps(document) == json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    assert graphql_api._dumps({"data": {"big": 2**70}}) == b'{"data":{"big":1180591620717411303424}}'
 
 
 def test_every_resolver_is_synchronous() -> None:
