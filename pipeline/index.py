@@ -580,7 +580,7 @@ class RecordCache:
     ``limit`` records, further ones are decoded for each read and not kept.
     """
 
-    def __init__(self, limit: int = 50_000) -> None:
+    def __init__(self, limit: int = 20_000) -> None:  # ~3 KB a record: 60 MB at most, per file
         self._by_rid: dict[int, Record] = {}
         self._derived: dict[Hashable, Any] = {}
         self._limit = limit
