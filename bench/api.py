@@ -526,7 +526,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "gen_cpu_median": med("gen_cpu"), "other_cpu_median": med("other_cpu"),
             "other_cpu_max": max((r.get("other_cpu") or 0.0) for r in runs),
             "errors": sum(r.get("errors", 0) for r in runs), "requests": sum(r.get("requests", 0) for r in runs),
-            "ok": sum(r.get("ok", 0) for r in runs), "fourxx": total("fourxx"),
+            "ok": sum(r.get("ok", 0) for r in runs), "fourxx": total("fourxx"), "fivexx": total("fivexx"),
             "origin_requests": total("origin_requests"), "gateway_allowed": total("gateway_allowed"),
             "gateway_limited": total("gateway_limited"), "tool": runs[0]["tool"], "rounds": len(runs)}
 
@@ -623,11 +623,12 @@ def print_report(results: dict[str, Any], rows: list[Row], args: argparse.Namesp
     if limited:
         lines.append(f"RATE LIMIT: the gateway answered {limited} requests with 429 during the measured runs "
                      "(counted as errors; the req/s columns count 2xx answers only).")
-    fourxx = [f"{name} {proto}: {s['fourxx']}" for name, per in summary.items() for proto, s in per.items()
-              if s.get("fourxx") and not name.startswith("edge-hit")]
-    if fourxx:
-        lines.append("4xx answers at the origin (h2load's count; GraphQL answers 429 past 64 queries in flight, "
-                     f"graphql_api.MAX_IN_FLIGHT): {'; '.join(fourxx)}")
+    refused = [f"{name} {proto}: {s.get('fourxx') or 0} 4xx, {s.get('fivexx') or 0} 5xx"
+               for name, per in summary.items() for proto, s in per.items()
+               if (s.get("fourxx") or s.get("fivexx")) and not name.startswith("edge-hit")]
+    if refused:
+        lines.append("error answers at the origin (h2load's count; GraphQL answers 503 when it is at capacity, "
+                     f"graphql_api.MAX_IN_FLIGHT queries in flight): {'; '.join(refused)}")
     lines.append("checks (HTTP/1.1, by hand, before the runs):")
     for name, c in checks.items():
         if name.startswith("edge-hit"):
@@ -936,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if proto == "h2c" and row.kind != "edge-hit":
                         res["fourxx"] = res["statuses"].get("4xx", 0)
+                        res["fivexx"] = res["statuses"].get("5xx", 0)
                     res.update(kind=row.kind, target=row.target, proto=proto, round=rnd + 1, server_pid=srv.pid,
                                server_alive_after=srv.alive())
                     results["runs"].append(res)

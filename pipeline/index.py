@@ -580,7 +580,9 @@ class RecordCache:
     ``limit`` records, further ones are decoded for each read and not kept.
     """
 
-    def __init__(self, limit: int = 20_000) -> None:  # ~3 KB a record: 60 MB at most, per file
+    # ~3 KB a record, and as many derived values (~1 KB): about 80 MB at most per file. A
+    # file's cache lives while LiveIndex keeps it (the newest two) or a thread still reads it.
+    def __init__(self, limit: int = 20_000) -> None:
         self._by_rid: dict[int, Record] = {}
         self._derived: dict[Hashable, Any] = {}
         self._limit = limit

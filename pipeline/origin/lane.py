@@ -1,9 +1,10 @@
-"""The ASGI fast lane: GET/HEAD of the read APIs answered without Quart's request machinery.
+"""The ASGI fast lane: the read APIs answered without Quart's request machinery.
 
 Theory of operation. ``FastLane`` wraps the Quart app's ``asgi_app`` (Quart's documented
 middleware seam, so ``create_app`` still returns the QuartTrio app). For an ``http`` scope
-with method GET or HEAD whose path is a route of ``rest.ROUTES`` or ``/graphql`` it reads
-path, query and the few headers an answer depends on straight from the scope, then:
+with method GET or HEAD whose path is a route of ``rest.ROUTES`` or ``/graphql``, or a POST
+to ``/graphql`` (what most GraphQL clients send), it reads path, query, body and the few
+headers an answer depends on straight from the scope, then:
 
 1. asks the per-build ``AnswerCache`` (when on) under the live build's ``generation``: a
    hit is one ``http.response.start`` and one ``http.response.body``;
@@ -14,13 +15,16 @@ path, query and the few headers an answer depends on straight from the scope, th
 3. decides the per-request parts itself (``answer_cache.reply``): If-None-Match → 304
    against the stored ETag, HEAD without a body.
 
-Everything else goes to Quart unchanged: other methods (405s, POST /graphql), the
+Everything else goes to Quart unchanged: other methods (405s, OPTIONS /graphql), the
 playground page (a browser's GET /graphql without a query), admin and preview routes, the
 static site, paths Quart would route differently (``//``, a trailing slash, a root path)
 and query strings that are not UTF-8 (Quart's own error).
 
 Cache key: (kind, decoded path, raw query bytes, what the headers grant, the Accept
-negotiation outcome). REST answers depend on the role ``jsonapi.role_of`` derives from
+negotiation outcome); for a POST, the request's query, variables (canonical JSON) and
+operation name instead of the query string. A POST answer is ``no-store`` for HTTP caches
+and still one per build here: every operation the schema has is a query, so the same
+request against the same build gets the same answer. REST answers depend on the role ``jsonapi.role_of`` derives from
 ``X-Flowcms-Role``; GraphQL answers on the whole identity (``viewer_from``: a
 ``currentUser`` answer names the subject). ``X-Request-Id`` and other headers never reach
 a stored answer.
@@ -35,18 +39,23 @@ from urllib.parse import parse_qsl
 
 import werkzeug.urls  # noqa: F401  # registers the "werkzeug.url_quote" decode error handler Quart's args use
 from werkzeug.datastructures import MultiDict
+from werkzeug.http import parse_options_header
 
+from pipeline.documents import canonical_json
 from pipeline.origin import jsonapi
 from pipeline.origin.answer_cache import AnswerCache, CacheStatistics, StoredAnswer, is_storable, reply
 from pipeline.origin.graphql_api import (
+    MAX_BODY_BYTES,
     GraphQLApi,
     Reply,
     request_from_args,
+    request_from_body,
     response_type,
     viewer_from,
     wants_html,
 )
 from pipeline.origin.graphql_schema import ApiError as GraphQLError
+from pipeline.origin.graphql_schema import ErrorCode
 from pipeline.origin.jsonapi import JSONAPI_MEDIA_TYPE, ROLE_HEADER, Answer
 from pipeline.origin.live import LiveIndex
 from pipeline.origin.rest import ApiRequest, Handler, RestApi
@@ -96,7 +105,8 @@ class FastLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if scope["method"] in ("GET", "HEAD") and not scope.get("root_path"):
+            method = scope["method"]
+            if method in ("GET", "HEAD") and not scope.get("root_path"):
                 path: str = scope["path"]
                 if path == GRAPHQL_PATH:
                     if await self._graphql(scope, send):
@@ -105,6 +115,9 @@ class FastLane:
                     route = self.match(path)
                     if route is not None and await self._rest(scope, send, path, route):
                         return
+            elif method == "POST" and scope["path"] == GRAPHQL_PATH and not scope.get("root_path"):
+                await self._graphql_post(scope, receive, send)
+                return
             self._passed += 1
         await self.app(scope, receive, send)
 
@@ -190,6 +203,33 @@ class FastLane:
             self._store(generation, key, stored, len(query))
         await _send(send, *reply(stored, head=head, if_none_match=if_none_match))
         return True
+
+    async def _graphql_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /graphql as ``GraphQLApi.endpoint`` answers it, its answers kept per build."""
+        headers = _first_values(scope["headers"])
+        accept = _text(headers.get(b"accept"))
+        try:
+            body = await _read_body(receive, _text(headers.get(b"content-length")))
+            if body is None:
+                return  # the client went away: nobody to answer
+            mimetype = parse_options_header(_text(headers.get(b"content-type")))[0].lower()
+            gql = request_from_body(body, mimetype)
+        except GraphQLError as exc:  # too large, not UTF-8 or JSON, wrong type: cheap, never stored
+            self._computed += 1
+            await _send(send, *reply(graphql_stored(self.graphql.refusal(exc, accept)), head=False,
+                                     if_none_match=None))
+            return
+        viewer = viewer_from(_HeaderView(headers))
+        generation, key, stored = self._lookup(lambda: (
+            "graphql-post", gql.query, canonical_json(gql.variables), gql.operation_name, viewer,
+            response_type(accept)))
+        if stored is None:
+            answer = await self.graphql.answer(gql, viewer, queries_only=False, accept=accept, path=GRAPHQL_PATH)
+            stored = graphql_stored(answer)
+            self._computed += 1
+            if key is not None and answer.deterministic and is_storable(answer.status):
+                self._store(generation, key, stored, len(body))
+        await _send(send, *reply(stored, head=False, if_none_match=None))  # a POST answer has no ETag
 
     def _lookup(self, make_key: Callable[[], Hashable]) -> tuple[Hashable | None, Hashable | None,
                                                                   StoredAnswer | None]:
@@ -295,6 +335,27 @@ def _args(query: bytes) -> tuple[tuple[str, str], ...] | None:
     except UnicodeDecodeError:
         return None
     return tuple(parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote"))
+
+
+async def _read_body(receive: Receive, content_length: str | None) -> bytes | None:
+    """The request body as ``graphql_api._read_body`` reads it (413 past ``MAX_BODY_BYTES``, by
+    Content-Length before reading), or None when the client disconnected."""
+    too_large = GraphQLError(ErrorCode.VALIDATION_ERROR, f"the body is larger than {MAX_BODY_BYTES} bytes",
+                             status=413)
+    if content_length is not None and content_length.strip().isdigit() and int(content_length) > MAX_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _send(send: Send, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:

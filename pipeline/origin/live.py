@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from pipeline.errors import PipelineError
-from pipeline.index import RecordCache, open_index
+from pipeline.index import IndexCorrupt, RecordCache, open_index
 from pipeline.store import Store
 
 T = TypeVar("T")
@@ -95,12 +95,8 @@ class LiveIndex:
             for old, _ in cached.values():  # an older build's connection: this thread will not need it again
                 old.close()
             cached.clear()
-            path = self.store.build_dir(build_id) / "index.sqlite"
-            conn = open_index(path)
-            # The cache belongs to the file the connection reads (a rebuild under the same
-            # id replaces it): fstat of SQLite's own handle is not reachable, so stat after open.
-            st = os.stat(path)
-            found = cached[build_id] = (conn, self._records_for((build_id, st.st_ino, st.st_mtime_ns)))
+            conn, file_key = _open_identified(self.store.build_dir(build_id) / "index.sqlite", build_id)
+            found = cached[build_id] = (conn, self._records_for(file_key))
         return found
 
     def _records_for(self, file_key: tuple[str, int, int]) -> RecordCache:
@@ -129,6 +125,27 @@ class LiveIndex:
         if build_id is None:
             raise NoLiveBuild("nothing is published yet")
         return fn(Snapshot(build_id, *self._connection(build_id), self.store))
+
+
+def _open_identified(path: os.PathLike[str], build_id: str) -> tuple[sqlite3.Connection, tuple[str, int, int]]:
+    """A connection to the index at ``path`` and the identity of the file it reads.
+
+    The record cache belongs to that file: a rebuild under the same id replaces it, and row
+    ids differ between the two. SQLite's own file handle is out of reach, so the file is
+    stat'ed before and after the open; when a replace fell in between, the open is retried.
+    """
+    for _ in range(10):
+        before = os.stat(path)
+        conn = open_index(path)
+        try:
+            after = os.stat(path)
+        except OSError:
+            conn.close()
+            raise
+        if (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns):
+            return conn, (build_id, after.st_ino, after.st_mtime_ns)
+        conn.close()
+    raise IndexCorrupt(f"{path}: replaced again and again while it was opened")
 
 
 def body_html(snapshot: Snapshot, record: dict[str, Any]) -> str:

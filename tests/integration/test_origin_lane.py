@@ -6,7 +6,7 @@ same order, same body (HEAD: none), and the same 304 for a matching If-None-Matc
 
 Over HTTP (hypercorn on 127.0.0.1:0): repeated requests are hits (the lane's statistics and
 the admin /metrics count them), a publish drops them, 304 and HEAD come from a stored
-answer, roles and identities get their own answers, GraphQL errors, load refusals (429) and
+answer, roles and identities get their own answers, GraphQL errors, load refusals (503) and
 "nothing published" (503) are never stored, and the switch turns the cache off.
 """
 
@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -136,7 +137,7 @@ def cases(entry_id: str, media_id: str) -> list[Case]:
         ("GET", "/graphql", q("{ authors { id } }", variables="{not json"), (), "computed"),
         ("GET", "/graphql", b"", (), "computed"),
         ("GET", "/graphql", b"", (("Accept", "text/html"),), "quart"),  # the playground
-        ("POST", "/graphql", b"", (), "quart"),
+        ("PUT", "/graphql", b"", (), "quart"),
         ("GET", "/graphql/", b"", (), "quart"),
         ("DELETE", "/api/v3/contents", b"", (), "quart"),
         ("GET", "/api/v3/contents/", b"", (), "quart"),
@@ -158,6 +159,23 @@ def assert_same(expected: Sent, got: Sent, *, head: bool, what: str) -> None:
     assert got.body == (b"" if head else expected.body), what
 
 
+async def assert_lane_answers(expected: Sent, plain: QuartTrio, cached: QuartTrio, expect: str, what: str,
+                              *request: Any) -> None:
+    """``request`` answers as Quart answered it (``expected``) through the lane with the cache off,
+    on (first time) and on again, where the lane did ``expect`` (hit | computed | quart)."""
+    head = request[0] == "HEAD"
+    assert_same(expected, await call(plain, *request), head=head, what=what)
+    assert_same(expected, await call(cached, *request), head=head, what=what)
+    before = lane_of(cached).statistics()
+    assert_same(expected, await call(cached, *request), head=head, what=what)
+    after = lane_of(cached).statistics()
+    assert before.cache is not None
+    assert after.cache is not None
+    done = {"hit": after.cache.hits - before.cache.hits, "computed": after.computed - before.computed,
+            "quart": after.passed - before.passed}
+    assert done == {kind: int(kind == expect) for kind in done}, what
+
+
 async def test_lane_answers_exactly_as_quart_with_the_cache_off_missing_and_hitting(published: Store) -> None:
     """Every answer (status, ordered headers, body, 304) of the lane equals Quart's, cached or not."""
     plain, cached = create_app(published, answer_cache=False), create_app(published, answer_cache=True)
@@ -169,16 +187,7 @@ async def test_lane_answers_exactly_as_quart_with_the_cache_off_missing_and_hitt
         what = f"{method} {path}?{query!r} {headers}"
         expected = await call(quart, method, path, query, headers)
         statuses.append(expected.status)
-        assert_same(expected, await call(plain, method, path, query, headers), head=method == "HEAD", what=what)
-        assert_same(expected, await call(cached, method, path, query, headers), head=method == "HEAD", what=what)
-        before = lane_of(cached).statistics()
-        assert_same(expected, await call(cached, method, path, query, headers), head=method == "HEAD", what=what)
-        after = lane_of(cached).statistics()
-        assert before.cache is not None
-        assert after.cache is not None
-        done = {"hit": after.cache.hits - before.cache.hits, "computed": after.computed - before.computed,
-                "quart": after.passed - before.passed}
-        assert done == {kind: int(kind == expect) for kind in done}, what
+        await assert_lane_answers(expected, plain, cached, expect, what, method, path, query, headers)
         etag = expected.header("etag")
         if etag is None:
             continue
@@ -189,6 +198,63 @@ async def test_lane_answers_exactly_as_quart_with_the_cache_off_missing_and_hitt
                 got = await call(app, method, path, query, conditional)
                 assert_same(expected, got, head=method == "HEAD", what=f"{what} If-None-Match: {if_none_match}")
     assert set(statuses) == {200, 400, 403, 404, 405, 406, 422}  # the cases cover every kind of answer
+
+
+def post_cases() -> list[tuple[tuple[tuple[str, str], ...], list[bytes], str]]:
+    """(headers, body chunks, what the lane does the second time) for POST /graphql."""
+    as_json = (("Content-Type", "application/json"),)
+    editor = (*as_json, ("X-Flowcms-Role", "editor"))
+
+    def body(**fields: object) -> list[bytes]:
+        return [json.dumps(fields).encode()]
+
+    return [
+        (as_json, body(query=LIST_QUERY), "hit"),
+        ((("Content-Type", "Application/JSON; charset=utf-8"),), body(query=LIST_QUERY), "hit"),
+        ((), body(query=LIST_QUERY), "hit"),  # no Content-Type: JSON, as Quart's endpoint reads it
+        (as_json, [b'{"query": "{ contents(first: 2) ', b'{ totalCount } }"}'], "hit"),  # in two chunks
+        ((*as_json, ("Accept", "application/graphql-response+json")), body(query=LIST_QUERY), "hit"),
+        (as_json, body(query="query($n: Int) { contents(first: $n) { totalCount edges { node { id } } } }",
+                       variables={"n": 1}), "hit"),
+        (as_json, body(query="query($n: Int) { contents(first: $n) { totalCount edges { node { id } } } }",
+                       variables={"n": 2}), "hit"),
+        (as_json, body(query="query A { authors { id } } query B { contents { totalCount } }",
+                       operationName="B"), "hit"),
+        (as_json, body(query="{ contents(filter: {status: DRAFT}) { totalCount } }"), "hit"),
+        (editor, body(query="{ contents(filter: {status: DRAFT}) { totalCount } }"), "hit"),
+        ((*as_json, ("X-Flowcms-Subject", "ada")), body(query="{ currentUser { id name } }"), "hit"),
+        (as_json, body(query="{ contents { nope } }"), "hit"),
+        (as_json, body(query='mutation { deleteContent(id: "x") }'), "hit"),
+        ((("Content-Type", "application/graphql"),), [b"{ authors { id } }"], "hit"),
+        (as_json, [b"{not json"], "computed"),
+        (as_json, [b"[]"], "computed"),
+        (as_json, [b"\xff"], "computed"),
+        (as_json, [], "computed"),
+        (as_json, body(query=""), "computed"),
+        (as_json, body(query=LIST_QUERY, variables=[1]), "computed"),
+        ((("Content-Type", "text/plain"),), body(query=LIST_QUERY), "computed"),
+        ((*as_json, ("Content-Length", str(10 * 1024 * 1024 + 1))), body(query=LIST_QUERY), "computed"),
+        (as_json, [b" " * (5 * 1024 * 1024), b" " * (5 * 1024 * 1024 + 1)], "computed"),  # 413 while reading
+    ]
+
+
+async def test_lane_answers_graphql_posts_exactly_as_quart(published: Store) -> None:
+    """POST /graphql from the lane equals Quart's endpoint, cached or not; a repeated request is
+    a hit, a refusal (400, 413, 415) is computed every time."""
+    plain, cached = create_app(published, answer_cache=False), create_app(published, answer_cache=True)
+    quart = lane_of(plain).app
+    statuses = []
+    for headers, body, expect in post_cases():
+        what = f"POST {headers} {body!r}"
+        expected = await call(quart, "POST", "/graphql", b"", headers, body)
+        statuses.append(expected.status)
+        await assert_lane_answers(expected, plain, cached, expect, what, "POST", "/graphql", b"", headers, body)
+    assert set(statuses) == {200, 400, 403, 413, 415, 422}
+    answers = {(await call(cached, "POST", "/graphql", b"", (("Content-Type", "application/json"),),
+                           [json.dumps({"query": "query($n: Int) { contents(first: $n) { totalCount edges"
+                                        " { node { id } } } }", "variables": {"n": n}}).encode()])).body
+               for n in (1, 2)}
+    assert len(answers) == 2  # variables are part of the key
 
 
 async def test_a_query_string_that_is_not_utf8_is_left_to_quart(published: Store) -> None:
@@ -260,6 +326,25 @@ async def test_repeated_request_is_served_from_the_cache(published: Store, h2c: 
         assert "content-type" not in not_modified.headers
         assert cache_of(app).hits == 3
         assert cache_of(app).stores == 1
+        assert second.http_version == ("HTTP/2" if h2c else "HTTP/1.1")
+
+
+@pytest.mark.parametrize("h2c", [False, True], ids=["h1", "h2c"])
+async def test_repeated_graphql_post_is_served_from_the_cache(published: Store, h2c: bool) -> None:
+    """Over hypercorn: the second identical POST is a hit with the same answer; another
+    identity gets its own."""
+    app = create_app(published)
+    query = {"query": "query($n: Int) { contents(first: $n) { edges { node { id title } } } }", "variables": {"n": 2}}
+    async with serving(app, h2c=h2c) as http:
+        first = await http.post("/graphql", json=query)
+        assert first.status_code == 200
+        assert first.headers["cache-control"] == "no-store"
+        assert len(first.json()["data"]["contents"]["edges"]) == 2
+        second = await http.post("/graphql", json=query)
+        assert (cache_of(app).hits, cache_of(app).stores) == (1, 1)
+        assert (second.content, second.headers.get("x-build")) == (first.content, first.headers["x-build"])
+        await http.post("/graphql", json=query, headers={"X-Flowcms-Subject": "ada"})
+        assert (cache_of(app).hits, cache_of(app).stores) == (1, 2)
         assert second.http_version == ("HTTP/2" if h2c else "HTTP/1.1")
 
 

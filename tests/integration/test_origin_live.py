@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,15 @@ import trio
 from support.sites import TINY_SITE, git_commit, make_site, write_files
 
 from pipeline.build import BuildOptions, build_site
-from pipeline.index import get_entry_by_slug
+from pipeline.index import (
+    get_entry,
+    get_entry_by_slug,
+    list_authors,
+    load_entry_records,
+    open_index,
+    update_index,
+)
+from pipeline.origin import live as live_module
 from pipeline.origin.live import LiveIndex, NoLiveBuild, Snapshot, body_html
 from pipeline.publish import publish
 from pipeline.source import GitSource
@@ -100,3 +110,38 @@ def test_record_cache_belongs_to_the_index_file(tmp_path: Path) -> None:
     assert newer_cache is not cache
     assert one["tags"] == ["intro", "news"]
     assert retagged["tags"] == ["intro"]
+
+
+def test_a_rebuild_landing_while_the_index_opens_gets_no_mixed_cache(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same build id rebuilt (other row ids) replaces the file between a thread's open and
+    the stat naming its cache: that thread must not file the old file's records under the new
+    file's cache, where another thread would read them by row id (the wrong entry)."""
+    site = make_site(tmp_path / "site")
+    store = Store(tmp_path / "state")
+    build_id = build_and_publish(site, store)
+    index = store.build_dir(build_id) / "index.sqlite"
+    with closing(open_index(index)) as conn:
+        records = load_entry_records(conn)
+        authors = {a["key"]: a for a in list_authors(conn)}
+        rows = conn.execute("SELECT rid, id FROM entries ORDER BY rid").fetchall()
+    first, last = rows[0][1], rows[-1][1]
+    rebuilt = index.with_name("rebuilt.sqlite")  # the same entries under other row ids
+    update_index(index, rebuilt, upserts=[records[first], records[last]], deletes=[], authors=authors)
+    real_open = live_module.open_index
+
+    def open_then_rebuild(path: Path, **kwargs: object) -> sqlite3.Connection:
+        conn = real_open(path, **kwargs)
+        if rebuilt.exists():
+            os.replace(rebuilt, index)  # lands between this open and what follows it
+        return conn
+
+    monkeypatch.setattr(live_module, "open_index", open_then_rebuild)
+    live = LiveIndex(store)
+    got: list[str] = []
+    for wanted in (last, first):  # each in a thread of its own: each opens the index
+        thread = threading.Thread(target=lambda w=wanted: got.append(
+            live.read_sync(lambda snap: get_entry(snap.conn, w, cache=snap.records))["id"]))
+        thread.start()
+        thread.join()
+    assert got == [last, first]

@@ -37,18 +37,18 @@ def http_scope(method: str, path: str, query: bytes = b"", headers: Sequence[tup
 
 
 async def call(app: ASGIApp, method: str, path: str, query: bytes = b"",
-               headers: Sequence[tuple[str, str]] = ()) -> Sent:
-    """One request (no body) through ``app``; fails if it does not answer within 10 s."""
+               headers: Sequence[tuple[str, str]] = (), body: Sequence[bytes] = ()) -> Sent:
+    """One request through ``app``, its body in the chunks of ``body`` (none: empty); fails
+    if it does not answer within 10 s."""
     done = trio.Event()
     start: dict[str, Any] = {}
     chunks: list[bytes] = []
-    asked = False
+    parts = list(body) or [b""]
 
     async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+        if parts:
+            chunk = parts.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
         await done.wait()
         return {"type": "http.disconnect"}
 

@@ -49,3 +49,10 @@ def test_a_serialized_value_is_embedded_as_the_value_would_be(inner: object, oth
 def test_serialized_values_survive_the_stdlib_fallback() -> None:
     assert canonical_json({"n": 2**70, "f": Serialized({"y": 1, "x": "é"})}) == (
         '{"f":{"x":"é","y":1},"n":1180591620717411303424}'.encode())
+
+
+def test_a_part_only_the_stdlib_can_write_sends_its_document_there_too() -> None:
+    """Exponent floats are written differently by the two encoders: a document's bytes must
+    not depend on whether a big integer sat in a serialised part or in the document itself."""
+    for part, rest in (({"big": 2**70}, {"f": 1e-7}), ({"f": 1e-7}, {"big": 2**70}), ({"f": 1e-7}, {"g": 2.5e-9})):
+        assert canonical_json({"a": [Serialized(part)], "b": rest}) == canonical_json({"a": [part], "b": rest})
