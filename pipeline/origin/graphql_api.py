@@ -581,10 +581,13 @@ def _http(reply: Reply, if_none_match: str | None) -> Response:
     return _response(reply.body, reply.status, reply.headers)
 
 
+def body_too_large() -> ApiError:
+    return ApiError(ErrorCode.VALIDATION_ERROR, f"the body is larger than {MAX_BODY_BYTES} bytes", status=413)
+
+
 async def _read_body() -> bytes:
     """The request body, refused with 413 past ``MAX_BODY_BYTES`` (by Content-Length first)."""
-    too_large = ApiError(ErrorCode.VALIDATION_ERROR, f"the body is larger than {MAX_BODY_BYTES} bytes",
-                         status=413)
+    too_large = body_too_large()
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise too_large

@@ -24,8 +24,8 @@ Cache key: (kind, decoded path, raw query bytes, what the headers grant, the Acc
 negotiation outcome); for a POST, the request's query, variables (canonical JSON) and
 operation name instead of the query string. A POST answer is ``no-store`` for HTTP caches
 and still one per build here: every operation the schema has is a query, so the same
-request against the same build gets the same answer. REST answers depend on the role ``jsonapi.role_of`` derives from
-``X-Flowcms-Role``; GraphQL answers on the whole identity (``viewer_from``: a
+request against the same build gets the same answer. REST answers depend on the role
+``jsonapi.role_of`` derives from ``X-Flowcms-Role``; GraphQL answers on the whole identity (``viewer_from``: a
 ``currentUser`` answer names the subject). ``X-Request-Id`` and other headers never reach
 a stored answer.
 """
@@ -48,6 +48,7 @@ from pipeline.origin.graphql_api import (
     MAX_BODY_BYTES,
     GraphQLApi,
     Reply,
+    body_too_large,
     request_from_args,
     request_from_body,
     response_type,
@@ -55,7 +56,6 @@ from pipeline.origin.graphql_api import (
     wants_html,
 )
 from pipeline.origin.graphql_schema import ApiError as GraphQLError
-from pipeline.origin.graphql_schema import ErrorCode
 from pipeline.origin.jsonapi import JSONAPI_MEDIA_TYPE, ROLE_HEADER, Answer
 from pipeline.origin.live import LiveIndex
 from pipeline.origin.rest import ApiRequest, Handler, RestApi
@@ -340,10 +340,8 @@ def _args(query: bytes) -> tuple[tuple[str, str], ...] | None:
 async def _read_body(receive: Receive, content_length: str | None) -> bytes | None:
     """The request body as ``graphql_api._read_body`` reads it (413 past ``MAX_BODY_BYTES``, by
     Content-Length before reading), or None when the client disconnected."""
-    too_large = GraphQLError(ErrorCode.VALIDATION_ERROR, f"the body is larger than {MAX_BODY_BYTES} bytes",
-                             status=413)
     if content_length is not None and content_length.strip().isdigit() and int(content_length) > MAX_BODY_BYTES:
-        raise too_large
+        raise body_too_large()
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -352,7 +350,7 @@ async def _read_body(receive: Receive, content_length: str | None) -> bytes | No
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise too_large
+            raise body_too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
