@@ -11,8 +11,9 @@ parses the ``[gateway]`` TOML table into it) and answers three questions for the
 2. ``authenticate(route, method, authorization, client)``: who is asking, or a ``Deny``.
    ``Authorization: Bearer <credential>``; a credential with exactly two dots is a JWT (RFC
    7519), anything else an API key, looked up by its SHA-256 (only hashes are kept, so a
-   leaked config leaks no key). Anonymous GET/HEAD is allowed on ``public`` routes only; every
-   other request needs a role of at least the route's ``min_role`` (else 403).
+   leaked config leaks no key). Anonymous GET/HEAD is allowed on ``public`` routes only (and
+   POST where the route says ``post_reads``: a query-only GraphQL endpoint); every other
+   request needs a role of at least the route's ``min_role`` (else 403).
 3. ``admit(identity, now_ns)``: the rate limit, GCRA (the generic cell rate algorithm of ATM
    networks, as in redis-cell and Stripe's limiter). A bucket per API key, per JWT subject
    and, for anonymous requests, per client IP (IPv6 per /64, what one host usually holds).
@@ -96,6 +97,7 @@ class RouteRule:
     prefix: str  # a canonical path prefix, matched on segment boundaries ("/api" covers "/api/x", not "/apix")
     public: bool = False  # anonymous GET/HEAD allowed (rate-limited per client IP)
     min_role: str = "viewer"  # what every other request needs
+    post_reads: bool = False  # a POST here is a read too (a query-only GraphQL endpoint: clients POST queries)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +137,7 @@ class Route:
     public: bool
     min_role: Role
     graphql: bool  # denials are answered as GraphQL errors, not JSON:API
+    read_methods: frozenset[bytes] = READ_METHODS  # what a public route opens to anonymous clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +302,8 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        routes = [Route(r.prefix.rstrip("/").encode(), r.public, ROLES[r.min_role],
-                        r.prefix.startswith("/graphql")) for r in config.routes]
+        routes = [Route(r.prefix.rstrip("/").encode(), r.public, ROLES[r.min_role], r.prefix.startswith("/graphql"),
+                        READ_METHODS | {b"POST"} if r.post_reads else READ_METHODS) for r in config.routes]
         self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         self._by_prefix = [(r.prefix, len(r.prefix), r) for r in self.routes]
         # The adapter's one check per request: can this target be under a route at all?
@@ -363,11 +366,15 @@ class Gateway:
     def authenticate(self, route: Route, method: bytes, authorization: bytes | None, client: str | None,
                      now_ns: int) -> Identity | Deny:
         """Who is asking and may they use ``route`` (401, 403); no rate limit is charged."""
-        reading = method in READ_METHODS
+        reading = method in route.read_methods
         if not authorization:
             if route.public and reading and self.anonymous_per_minute is not None:
                 return self._anonymous_identity(client, self.anonymous_per_minute)
             self._unauthenticated += 1
+            if route.public and route.graphql and method == b"POST":
+                return _unauthenticated("a POST here needs Authorization: Bearer <API key or token> (the route is "
+                                        "public for GET and HEAD; post_reads = true opens POST, for a GraphQL "
+                                        "endpoint whose POSTs are queries)", error=None)
             return _unauthenticated("this API needs Authorization: Bearer <API key or token>", error=None)
         known = self._tokens.get(authorization)
         if known is not None and known.key_hash is not None and self.keys.get(known.key_hash) is known.identity:

@@ -138,7 +138,7 @@ def _routes(value: object, source: str) -> tuple[RouteRule, ...]:
     for n, item in enumerate(value):
         name = f"gateway.routes[{n}]"
         route = _table(item, name, source)
-        _no_unknown(route, ("prefix", "public", "min_role"), name, source)
+        _no_unknown(route, ("prefix", "public", "min_role", "post_reads"), name, source)
         prefix = _string(route.get("prefix"), f"{name}.prefix", source)
         if not prefix.startswith("/") or canonical_path(prefix.encode()).rstrip(b"/") != prefix.encode().rstrip(b"/") \
                 or "?" in prefix or "#" in prefix:
@@ -150,8 +150,11 @@ def _routes(value: object, source: str) -> tuple[RouteRule, ...]:
         public = route.get("public", False)
         if not isinstance(public, bool):
             raise ConfigError(f"{source}: {name}.public must be true or false, not {public!r}")
+        post_reads = route.get("post_reads", False)
+        if not isinstance(post_reads, bool):
+            raise ConfigError(f"{source}: {name}.post_reads must be true or false, not {post_reads!r}")
         min_role = _role_name(route.get("min_role", "viewer"), f"{name}.min_role", source)
-        routes.append(RouteRule(prefix=prefix, public=public, min_role=min_role))
+        routes.append(RouteRule(prefix=prefix, public=public, min_role=min_role, post_reads=post_reads))
     return tuple(routes)
 
 

@@ -140,7 +140,9 @@ def _edge_config(store: Store, token: str) -> Path:
     back need the session's admin token, here also an API key with the admin role."""
     path = store.root / "edge.toml"
     routes = "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\npublic = true\n\n'
-                     for prefix in ("/api/v3", "/public/feed", "/v1/flow", "/graphql"))
+                     for prefix in ("/api/v3", "/public/feed", "/v1/flow"))
+    # GraphQL clients POST their queries (the schema has no mutations): reads too
+    routes += '[[gateway.routes]]\nprefix = "/graphql"\npublic = true\npost_reads = true\n\n'
     routes += "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\nmin_role = "admin"\n\n'
                       for prefix in ("/api/v3/publish", "/api/v3/rollback"))
     routes += '[[gateway.routes]]\nprefix = "/_preview"\nmin_role = "editor"\n\n'

@@ -9,7 +9,9 @@ request on a new connection goes through ``handle``; HTTP/2 hits are answered in
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -30,6 +32,8 @@ from support.loopback import (
 from edgeproxy.config import ProxyConfig
 from edgeproxy.gateway import NS
 from edgeproxy.gateway_config import parse_gateway
+from pipeline.stack import _edge_config
+from pipeline.store import Store
 
 BOUND_S = 10.0
 NOW = 1_767_225_600
@@ -189,6 +193,37 @@ async def test_public_route_anonymous_reads_are_counted_per_ip(send: Send, edge:
                                   rid=b"r1", client="198.51.100.7")
     assert (other.status, dict(other.extra)[b"x-ratelimit-remaining"]) == (200, b"99")
     assert origin.requests_for("/api/v3/contents")[0].header(b"x-flowcms-role") is None
+
+
+async def test_post_reads_route_lets_anonymous_clients_post_queries(nursery: trio.Nursery,
+                                                                      origin: OriginStub) -> None:
+    """flowcms up's /graphql route: anonymous POSTs are reads there (per-IP limit, no identity
+    fields for the origin); other methods still need a credential, as does POST on a route without it."""
+    gateway = {**GATEWAY, "routes": [{"prefix": "/graphql", "public": True, "post_reads": True},
+                                     {"prefix": "/api/v3", "public": True}]}
+    edge = await start_edge(nursery, ProxyConfig(origin_port=origin.port, purge_token="purge-token",
+                                                 gateway=parse_gateway(gateway, source="test")))
+    freeze(edge, NOW * NS)
+    body = b'{"query": "{ authors { id } }"}'
+    posted = await fetch(edge.port, "POST", "/graphql", [("content-type", "application/json")], body)
+    assert posted.status == 200
+    assert (posted.header("x-ratelimit-limit"), remaining(posted)) == (b"100", 99)
+    seen = origin.requests_for("/graphql")
+    assert len(seen) == 1
+    assert seen[0].header(b"x-flowcms-role") is None
+    assert seen[0].body == body
+    assert (await fetch(edge.port, "PUT", "/graphql", body=body)).status == 401
+    refused = await fetch(edge.port, "POST", "/api/v3/contents", [("content-type", "application/json")], b"{}")
+    assert refused.status == 401
+    assert len(origin.requests_for("/graphql")) == 1
+
+
+def test_flowcms_up_opens_graphql_posts_and_nothing_else(tmp_path: Path) -> None:
+    """The gateway ``flowcms up`` writes: /graphql reads by POST too; no other route does."""
+    with open(_edge_config(Store(tmp_path / "state"), "t" * 32), "rb") as f:
+        config = parse_gateway(tomllib.load(f)["gateway"], source="edge.toml")
+    assert {r.prefix for r in config.routes if r.post_reads} == {"/graphql"}
+    assert next(r for r in config.routes if r.prefix == "/graphql").public
 
 
 async def test_cache_hits_are_still_authenticated_and_counted(send: Send, edge: Edge, origin: OriginStub) -> None:

@@ -350,6 +350,27 @@ def test_public_route_allows_anonymous_reads_only() -> None:
     denied(auth(gw, b"/api/v3/admin/x", None), 401, "UNAUTHENTICATED")
 
 
+def test_post_reads_opens_post_on_a_public_route() -> None:
+    """A GraphQL endpoint's POSTs are queries: with post_reads they are reads, anonymous included;
+    without it an anonymous POST gets a 401 that names the setting."""
+    routes = [{"prefix": "/graphql", "public": True, "post_reads": True},
+              {"prefix": "/api/v3", "public": True},
+              {"prefix": "/private", "min_role": "editor", "post_reads": True}]
+    gw = gateway(routes=routes)
+    closed = gateway(routes=[{"prefix": "/graphql", "public": True}])
+    denied(auth(closed, b"/graphql", None, method=b"POST"), 401, "UNAUTHENTICATED", "post_reads = true")
+    anonymous = identity(auth(gw, b"/graphql", None, method=b"POST"))
+    assert (anonymous.subject, anonymous.bucket) == (None, "ip:192.0.2.1")
+    assert identity(auth(gw, b"/graphql", bearer(VIEWER_KEY), method=b"POST")).role == Role.VIEWER
+    denied(auth(gw, b"/graphql", None, method=b"PUT"), 401, "UNAUTHENTICATED")
+    rest = denied(auth(gw, b"/api/v3/contents", None, method=b"POST"), 401, "UNAUTHENTICATED")
+    assert "post_reads" not in rest.message  # a REST POST is a write: no hint to open it
+    denied(auth(gw, b"/private", None, method=b"POST"), 401, "UNAUTHENTICATED")  # not public: a credential first
+    denied(auth(gw, b"/private", bearer(VIEWER_KEY), method=b"POST"), 403, "FORBIDDEN")  # and its role
+    with pytest.raises(ConfigError, match=r"gateway.routes\[0\].post_reads must be true or false"):
+        parse_gateway(table(routes=[{"prefix": "/graphql", "post_reads": "yes"}]), source="test.toml")
+
+
 def test_api_keys_are_found_by_their_hash() -> None:
     gw = gateway()
     found = identity(auth(gw, b"/graphql", bearer(EDITOR_KEY), method=b"POST"))
