@@ -5,7 +5,8 @@ Why: ``bench/api.py`` needs a quiet machine and minutes; this answers "did the o
 work per request get cheaper?" in seconds, on any machine. It publishes the bundled sample
 site (``content/``) into a temporary folder, builds the origin app (``create_app``) and
 drives its ASGI callable directly with the targets of ``bench/api.py`` (REST list, single
-entry, feed, GraphQL GET), awaiting each answer before sending the next request.
+entry, feed, GraphQL GET) and the same GraphQL query by POST (``gql-post``, what most GraphQL
+clients send), awaiting each answer before sending the next request.
 
 Paths measured (``--paths``, default all that the code has):
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import shutil
 import statistics
 import sys
@@ -53,14 +55,15 @@ Asgi = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
 
 def scope_for(target: str, method: str = "GET") -> dict[str, Any]:
     path, _, query = target.partition("?")
+    headers = [(b"host", b"127.0.0.1")] + ([(b"content-type", b"application/json")] if method == "POST" else [])
     return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "query_string": query.encode(), "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+            "query_string": query.encode(), "root_path": "", "headers": headers,
             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "extensions": {}}
 
 
-async def one(app: Asgi, target: str) -> tuple[int, int]:
-    """One request through ``app``; (status, body bytes)."""
+async def one(app: Asgi, target: str, body: bytes | None = None) -> tuple[int, int]:
+    """One request through ``app`` (a POST of ``body`` when given); (status, body bytes)."""
     done = trio.Event()
     status = [0, 0]
     asked = [False]
@@ -68,7 +71,7 @@ async def one(app: Asgi, target: str) -> tuple[int, int]:
     async def receive() -> dict[str, Any]:
         if not asked[0]:
             asked[0] = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": body or b"", "more_body": False}
         await done.wait()
         return {"type": "http.disconnect"}
 
@@ -80,20 +83,20 @@ async def one(app: Asgi, target: str) -> tuple[int, int]:
             if not message.get("more_body"):
                 done.set()
 
-    await app(scope_for(target), receive, send)
+    await app(scope_for(target, "GET" if body is None else "POST"), receive, send)
     return status[0], status[1]
 
 
-async def timed(app: Asgi, target: str, requests: int, repeat: int) -> float:
+async def timed(app: Asgi, target: str, requests: int, repeat: int, body: bytes | None = None) -> float:
     """Median µs per request over ``repeat`` batches (one warm-up request first)."""
-    status, size = await one(app, target)
+    status, size = await one(app, target, body)
     if status != 200 or not size:
         raise RuntimeError(f"{target} answered {status} with {size} bytes")
     batches = []
     for _ in range(repeat):
         started = time.perf_counter()
         for _ in range(requests):
-            await one(app, target)
+            await one(app, target, body)
         batches.append((time.perf_counter() - started) / requests * 1e6)
     return statistics.median(batches)
 
@@ -128,14 +131,16 @@ async def run(args: argparse.Namespace, store: Store) -> None:
     entry_id = LiveIndex(store).read_sync(
         lambda snap: snap.conn.execute("SELECT id FROM entries WHERE live ORDER BY id LIMIT 1").fetchone()[0])
     targets = {"list": "/api/v3/posts?limit=20", "entry": f"/api/v3/contents/{quote(entry_id)}",
-               "feed": "/public/feed/blog", "graphql": "/graphql?query=" + quote(GRAPHQL_QUERY, safe="")}
+               "feed": "/public/feed/blog", "graphql": "/graphql?query=" + quote(GRAPHQL_QUERY, safe=""),
+               "gql-post": "/graphql"}
+    bodies = {"gql-post": json.dumps({"query": GRAPHQL_QUERY}).encode()}
     table = apps(store, args.paths)
     print(f"{'target':<8} " + " ".join(f"{p + ' µs':>10}" for p in table) + "   speed-up over quart")
     for name, target in targets.items():
         figures = {}
         for path, app in table.items():
             requests = args.requests * (10 if path == "cached" else 1)
-            figures[path] = await timed(app, target, requests, args.repeat)
+            figures[path] = await timed(app, target, requests, args.repeat, bodies.get(name))
         ups = "  ".join(f"{p} {figures['quart'] / v:.1f}x" for p, v in figures.items()
                         if p != "quart" and "quart" in figures)
         print(f"{name:<8} " + " ".join(f"{v:>10.1f}" for v in figures.values()) + f"   {ups}", flush=True)
