@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from edgeproxy import policy
+from edgeproxy import cors, policy
 from edgeproxy.bus import WorkerBus
 from edgeproxy.cache import VARY_ABSENT, CacheStore, Entry
 from edgeproxy.config import ProxyConfig
@@ -122,8 +122,23 @@ class Exchange:
         Under a gateway route the gateway decides first (a denial is answered here), its
         identity fields replace the client's X-Flowcms-* ones before the cache lookup (so a
         ``Vary`` on them works), and its X-RateLimit-* fields join every answer, hits included.
+        A request there with ``Origin`` is a browser's (``cors.py``): its preflight is answered
+        here, before the gateway, and every other answer gets the CORS fields.
         A PURGE carries the purge token in Authorization and is not the gateway's to judge.
         """
+        gw = self.gateway
+        if (gw is not None and target.startswith(gw.prefixes) and get_header(headers, b"origin") is not None
+                and gw.route_for(target) is not None):
+            if cors.is_preflight(method, headers):
+                self.counters.requests += 1
+                return Reply(204, cors.preflight_fields(headers), b"")
+            reply = await self._handle(method, target, headers, body, host, rid=rid, client=client)
+            reply.extra = [*reply.extra, *cors.RESPONSE_FIELDS]
+            return reply
+        return await self._handle(method, target, headers, body, host, rid=rid, client=client)
+
+    async def _handle(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes, host: bytes | None, *, rid: bytes, client: str | None) -> Reply:
         self.counters.requests += 1
         if target.startswith(b"/.edge/"):
             return await self.internal(method, target, headers, body)
@@ -224,6 +239,8 @@ class Exchange:
         if gw is not None and target.startswith(gw.prefixes):
             route = gw.route_for(target)
             if route is not None:
+                if get_header(headers, b"origin") is not None:
+                    return None  # a browser's request: handle() adds the CORS fields
                 found = gated_hit(self, gw, route, method, target, headers, host, client)
                 return denial_reply(found, route) if isinstance(found, Deny) else found
         host = host.lower() if host else None

@@ -55,7 +55,7 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     if target.startswith(b"/.edge/"):
         return None
     authorization = given_rid = None
-    several_rids = False
+    several_rids = from_browser = False
     policy_fields = POLICY_REQUEST_FIELDS
     for name, value in fields:  # one pass for the policy, the gateway and the request id
         if name in policy_fields:
@@ -66,6 +66,8 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
         elif name == b"x-request-id":
             several_rids = given_rid is not None  # joined lines are never well-formed
             given_rid = value
+        elif name == b"origin":
+            from_browser = True
     identity: Identity | None = None
     route: Route | None = None
     now_ns = 0
@@ -73,6 +75,8 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     if gw is not None and target.startswith(gw.prefixes):
         route = gw.route_for(target)
         if route is not None:
+            if from_browser:
+                return None  # under a route it gets the CORS fields: Exchange.handle adds them
             now_ns = exchange.gateway_clock()
             found = gw.authenticate(route, method, authorization, client, now_ns)
             if type(found) is Deny:

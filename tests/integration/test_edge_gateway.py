@@ -218,6 +218,44 @@ async def test_post_reads_route_lets_anonymous_clients_post_queries(nursery: tri
     assert len(origin.requests_for("/graphql")) == 1
 
 
+async def test_browsers_on_other_sites_get_cors(send: Send, edge: Edge, origin: OriginStub) -> None:
+    """Fetch §4.8: a preflight (no credentials) is answered at the edge, uncharged, without the
+    origin; every answer to a request with Origin carries the CORS fields, cache hits and denials
+    included; a request without Origin gets none, and neither does a page outside the routes."""
+    site = ("origin", "https://app.example")
+    preflight = await send("OPTIONS", "/api/v3/contents", [site, ("access-control-request-method", "GET"),
+                                                           ("access-control-request-headers", "Authorization, If-None-Match")])
+    assert preflight.status == 204
+    assert preflight.header("access-control-allow-origin") == b"*"
+    assert preflight.header("access-control-allow-headers") == b"authorization, if-none-match"
+    assert b"GET" in (preflight.header("access-control-allow-methods") or b"")
+    assert preflight.header("access-control-max-age") == b"86400"
+    assert preflight.header("x-ratelimit-remaining") is None  # not charged
+    odd = await send("OPTIONS", "/graphql", [site, ("access-control-request-method", "POST"),
+                                             ("access-control-request-headers", "x\u00ff, (bad)")])
+    assert odd.header("access-control-allow-headers") == b"authorization, content-type, if-none-match, " \
+        b"if-modified-since, x-request-id"
+    assert origin.requests_for("/api/v3/contents") == []
+    answers = [await send("GET", "/api/v3/contents", [site, key(VIEWER_KEY)]) for _ in range(2)]
+    for answer in answers:
+        assert answer.status == 200
+        assert answer.header("access-control-allow-origin") == b"*"
+        assert b"x-ratelimit-remaining" in (answer.header("access-control-expose-headers") or b"")
+        assert answer.header("x-ratelimit-limit") == b"1000"
+    assert b"hit" in (answers[1].header("cache-status") or b"")
+    assert remaining(answers[0]) - remaining(answers[1]) == 1  # the hit is charged too
+    assert len(origin.requests_for("/api/v3/contents")) == 1
+    denied = await send("GET", "/api/v3/admin/stats", [site])
+    assert denied.status == 401
+    assert denied.header("access-control-allow-origin") == b"*"
+    plain = await send("GET", "/api/v3/contents", [key(VIEWER_KEY)])
+    assert plain.status == 200
+    assert plain.header("access-control-allow-origin") is None
+    page = await send("GET", "/blog/post", [site])
+    assert page.status == 200
+    assert page.header("access-control-allow-origin") is None
+
+
 def test_flowcms_up_opens_graphql_posts_and_nothing_else(tmp_path: Path) -> None:
     """The gateway ``flowcms up`` writes: /graphql reads by POST too; no other route does."""
     with open(_edge_config(Store(tmp_path / "state"), "t" * 32), "rb") as f:
