@@ -239,8 +239,6 @@ class Exchange:
         if gw is not None and target.startswith(gw.prefixes):
             route = gw.route_for(target)
             if route is not None:
-                if get_header(headers, b"origin") is not None:
-                    return None  # a browser's request: handle() adds the CORS fields
                 found = gated_hit(self, gw, route, method, target, headers, host, client)
                 return denial_reply(found, route) if isinstance(found, Deny) else found
         host = host.lower() if host else None

@@ -57,8 +57,10 @@ def gated_hit(exchange: Exchange, gw: Gateway, route: Route, method: bytes, targ
     authorization = None
     for name, value in fields:  # get_header's answer for a singleton field, without its list
         if name == b"authorization":
-            authorization = value
-            break
+            if authorization is None:
+                authorization = value
+        elif name == b"origin":
+            return None  # a browser's request: Exchange.handle adds the CORS fields (cors.py)
     now_ns = exchange.gateway_clock()
     identity = gw.authenticate(route, method, authorization, client, now_ns)
     counters = exchange.counters
