@@ -138,12 +138,13 @@ type Query {
   with a leading - for descending (default -publishedAt; createdAt means publishedAt)."""
   contents(first: Int, after: String, last: Int, before: String,
            filter: ContentFilterInput, sort: String): ContentConnection!
-  "One entry by its id."
-  content(id: ID!): Content
-  "One entry by its slug (slugs are unique per content type)."
-  contentBySlug(slug: String!, contentType: String): Content
-  "One media file by its id."
-  media(id: ID!): MediaItem
+  """One entry by its id. Non-null, as seed 001's error example has it: an unknown id is a
+  NOT_FOUND error with "data": null (and HTTP 404), not a null field beside the others."""
+  content(id: ID!): Content!
+  "One entry by its slug (slugs are unique per content type); an unknown slug as content(id)."
+  contentBySlug(slug: String!, contentType: String): Content!
+  "One media file by its id; an unknown id as content(id)."
+  media(id: ID!): MediaItem!
   "The authenticated user (set by the edge gateway)."
   currentUser: User
   "Every author of the site."

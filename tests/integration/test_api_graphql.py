@@ -262,8 +262,8 @@ async def test_every_error_code(store: Store, monkeypatch: pytest.MonkeyPatch) -
             return await client.post("/graphql", json={"query": query}, **kwargs)
 
         r = await post('{ contentBySlug(slug: "old-post") { id } }')
-        assert r.status_code == 200
-        assert r.json()["data"] == {"contentBySlug": None}
+        assert r.status_code == 404
+        assert r.json()["data"] is None  # seed 001's example as written
         assert r.json()["errors"][0]["message"] == "Content with slug 'old-post' not found"
         assert_seed_error(r.json(), "NOT_FOUND", 404, ["contentBySlug"])
         r = await post('{ media(id: "med_xyz789") { id } }')

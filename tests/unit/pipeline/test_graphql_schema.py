@@ -282,9 +282,15 @@ def test_content_by_id_has_seed_fields(site: Site) -> None:
 
 
 def test_content_not_found_is_seed_error(site: Site) -> None:
-    """A missing id or slug: data field null, NOT_FOUND 404 with the path, in seed 001's words."""
+    """A missing id or slug: seed 001's error example as written ("data": null, NOT_FOUND 404
+    with the path), because the single-item roots are non-null."""
     outcome = site.run('{ contentBySlug(slug: "old-post") { id } }')
-    assert outcome.document["data"] == {"contentBySlug": None}
+    assert outcome.document == {"data": None, "errors": [{
+        "message": "Content with slug 'old-post' not found",
+        "locations": [{"line": 1, "column": 3}],
+        "path": ["contentBySlug"],
+        "extensions": {"code": "NOT_FOUND", "statusCode": 404, "path": ["contentBySlug"]}}]}
+    assert outcome.status == 404
     assert error_of(outcome)["message"] == "Content with slug 'old-post' not found"
     assert error_of(outcome)["extensions"] == {"code": "NOT_FOUND", "statusCode": 404, "path": ["contentBySlug"]}
     outcome = site.run('{ content(id: "cnt_abc123") { id } }')
