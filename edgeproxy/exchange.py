@@ -250,19 +250,27 @@ class Exchange:
             self.counters.requests += 1
         return hit
 
-    def body_limit(self, method: bytes, target: bytes, content_type: bytes | None,
+    def body_limit(self, method: bytes, target: bytes, fields: list[tuple[bytes, bytes]],
                    content_length: int | None) -> tuple[int, Reply | None]:
         """Under a gateway route: the body limit (10 MiB JSON, 50 MiB media) and, when a declared
-        length is over it, the 413 to send before reading the body. Elsewhere: no gateway limit."""
+        length is over it, the 413 to send before reading the body. Elsewhere: no gateway limit.
+        A browser's request (``Origin``) gets the CORS fields on its 413 as on every answer under
+        a route, so the app can read the refusal instead of seeing a network error."""
         gw = self.gateway
         if gw is None or not target.startswith(gw.prefixes):
             return 0, None
         route = gw.route_for(target)
         if route is None:
             return 0, None
+        content_type = get_header(fields, b"content-type")
         limit = max_body_bytes(content_type)
         denial = check_body_size(method, target.split(b"?", 1)[0], content_type, content_length)
-        return limit, None if denial is None else denial_reply(denial, route)
+        if denial is None:
+            return limit, None
+        reply = denial_reply(denial, route)
+        if get_header(fields, b"origin") is not None:
+            reply.extra = [*reply.extra, *cors.RESPONSE_FIELDS]
+        return limit, reply
 
     # -- cacheable requests ------------------------------------------------------
     async def cacheable(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],

@@ -408,8 +408,7 @@ class H2Connection:
         s = _Stream(sid, head, self.peer_initial_window)
         self.streams[sid] = s
         if head.content_length or not flags & w.END_STREAM:
-            limit, denial = self.exchange.body_limit(head.method, head.path, _content_type(head.fields),
-                                                     head.content_length)
+            limit, denial = self.exchange.body_limit(head.method, head.path, head.fields, head.content_length)
             if denial is not None:  # over the API's body limit: answer before the body comes
                 self._forget(s, reset=True)
                 nursery.start_soon(self._reject, s, denial)
@@ -449,7 +448,7 @@ class H2Connection:
         s.size += len(data)
         if s.size > s.limit:
             self._forget(s, reset=True)
-            _, denial = self.exchange.body_limit(s.head.method, s.head.path, _content_type(s.head.fields), s.size)
+            _, denial = self.exchange.body_limit(s.head.method, s.head.path, s.head.fields, s.size)
             nursery.start_soon(self._reject, s,
                                denial or error_reply(413, "CONTENT_TOO_LARGE", "request body too large"))
             return
@@ -729,13 +728,6 @@ class H2Connection:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.flush()
         nursery.cancel_scope.cancel()
-
-
-def _content_type(fields: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in fields:
-        if name == b"content-type":
-            return value
-    return None
 
 
 def _host(fields: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -286,8 +286,7 @@ class Server:
             if head is None:
                 return False
             assert self.exchange is not None
-            limit, denial = self.exchange.body_limit(head.method, head.target, head.get(b"content-type"),
-                                                     head.content_length)
+            limit, denial = self.exchange.body_limit(head.method, head.target, head.headers, head.content_length)
             if denial is not None:  # over the API's body limit: refused before a byte of it is read
                 denial.close = True
                 await self._h1_answer(stream, head, b"", request_id(head.headers), client, reply=denial)
@@ -297,7 +296,7 @@ class Server:
                 await stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")  # RFC 9110 §10.1.1
             body = await self._h1_body(stream, parser, limit)
             if body is _TOO_LARGE:  # a chunked body that grew past the limit
-                _, denial = self.exchange.body_limit(head.method, head.target, head.get(b"content-type"), limit + 1)
+                _, denial = self.exchange.body_limit(head.method, head.target, head.headers, limit + 1)
                 assert denial is not None
                 denial.close = True
                 await self._h1_answer(stream, head, b"", request_id(head.headers), client, reply=denial)

@@ -428,12 +428,14 @@ async def test_anonymous_buckets_follow_the_real_client_address(edge: Edge) -> N
 
 
 async def test_h1_body_over_the_limit_is_refused_before_it_is_read(edge: Edge, origin: OriginStub) -> None:
-    """A declared 11 MiB JSON body: 413 after the head alone (the client never sends the body)."""
+    """A declared 11 MiB JSON body: 413 after the head alone (the client never sends the body);
+    a browser's (Origin) with the CORS fields, so the app can read it."""
     stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
     try:
         with trio.fail_after(BOUND_S):
             await stream.send_all(b"POST /api/v3/contents HTTP/1.1\r\nhost: edge.test\r\n"
                                   b"authorization: Bearer " + EDITOR_KEY.encode() + b"\r\n"
+                                  b"origin: https://app.example\r\n"
                                   b"content-type: application/json\r\ncontent-length: 11534336\r\n\r\n")
             data = b""
             while chunk := await stream.receive_some(65536):
@@ -442,6 +444,7 @@ async def test_h1_body_over_the_limit_is_refused_before_it_is_read(edge: Edge, o
         await stream.aclose()
     assert data.startswith(b"HTTP/1.1 413")
     assert b"PAYLOAD_TOO_LARGE" in data
+    assert b"\r\naccess-control-allow-origin: *\r\n" in data.lower()
     assert origin.count("/api/v3/contents") == 0
 
 
@@ -470,6 +473,7 @@ async def test_h1_chunked_body_growing_past_the_limit_gets_413(edge: Edge, origi
     finally:
         await stream.aclose()
     assert data.startswith(b"HTTP/1.1 413")
+    assert b"access-control-allow-origin" not in data.lower()  # no Origin, no CORS fields
     assert origin.count("/api/v3/contents") == 0
 
 
@@ -484,12 +488,14 @@ async def test_h2_body_over_the_limit_is_refused_from_its_headers(edge: Edge, or
             await client.headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"edge.test"),
                                        (b":path", b"/api/v3/contents"), (b"content-type", b"application/json"),
                                        (b"authorization", b"Bearer " + EDITOR_KEY.encode()),
+                                       (b"origin", b"https://app.example"),
                                        (b"content-length", b"11534336")], end_stream=False)
             answer = await client.response(sid)
     finally:
         await client.aclose()
     assert answer.status == 413
     assert b"PAYLOAD_TOO_LARGE" in answer.body
+    assert answer.header(b"access-control-allow-origin") == b"*"
     assert origin.count("/api/v3/contents") == 0
 
 
