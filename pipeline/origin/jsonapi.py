@@ -145,36 +145,79 @@ def role_of(header: str | None) -> str | None:
     return role if role in EDITOR_ROLES else None
 
 
+#: JSON:API extensions this server applies: none, so any ``ext`` URI is unsupported.
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+
+
+def _media_range(part: str) -> tuple[str, float, dict[str, str]]:
+    """One element of Accept or Content-Type: (type lowercased, q, other parameters by name)."""
+    media, *params = part.split(";")
+    q = 1.0
+    others: dict[str, str] = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        name = name.strip().lower()
+        if name == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                q = 0.0
+        elif name:
+            others[name] = value.strip()
+    return media.strip().lower(), q, others
+
+
+def _unsupported_extensions(params: Mapping[str, str]) -> list[str]:
+    """The ``ext`` parameter's URIs (space-separated, usually quoted) that this server lacks."""
+    return [uri for uri in params.get("ext", "").strip('"').split() if uri not in SUPPORTED_EXTENSIONS]
+
+
+def _usable_jsonapi(params: Mapping[str, str]) -> bool:
+    """A JSON:API media type this server can honour: no parameter but ``ext`` and ``profile``
+    (profiles a server does not know are ignored), and no extension it lacks."""
+    return all(name in ("ext", "profile") for name in params) and not _unsupported_extensions(params)
+
+
 def is_acceptable(accept: str | None, *, jsonapi: bool) -> bool:
     """Whether ``Accept`` admits our JSON answer (RFC 9110 §12.5.1; q=0 excludes).
 
-    JSON:API §content-negotiation: its media type counts only without parameters other
-    than ``ext``/``profile``; ``application/json`` is always fine (a JSON:API document is JSON).
+    JSON:API 1.1 §content-negotiation: once ``Accept`` names the JSON:API media type, those
+    instances decide: 406 when every one has a parameter other than ``ext``/``profile`` or
+    an extension we lack, even beside ``*/*``. Otherwise ``application/json`` and the
+    wildcards admit the answer (a JSON:API document is JSON).
     """
     if accept is None or not accept.strip():
         return True
+    named_jsonapi = usable_jsonapi = wildcard_or_json = False
     for part in accept.split(","):
-        media, *params = part.split(";")
-        media = media.strip().lower()
-        q = 1.0
-        others = []
-        for param in params:
-            name, _, value = param.partition("=")
-            name = name.strip().lower()
-            if name == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-            else:
-                others.append(name)
+        media, q, params = _media_range(part)
         if q <= 0:
             continue
-        if media in ("*/*", "application/*", JSON_MEDIA_TYPE):
-            return True
-        if jsonapi and media == JSONAPI_MEDIA_TYPE and all(n in ("ext", "profile") for n in others):
-            return True
-    return False
+        if jsonapi and media == JSONAPI_MEDIA_TYPE:
+            named_jsonapi = True
+            usable_jsonapi = usable_jsonapi or _usable_jsonapi(params)
+        elif media in ("*/*", "application/*", JSON_MEDIA_TYPE):
+            wildcard_or_json = True
+    return usable_jsonapi if named_jsonapi else wildcard_or_json
+
+
+def content_type_problem(content_type: str | None) -> str | None:
+    """JSON:API 1.1: a request whose ``Content-Type`` is the JSON:API media type with a
+    parameter other than ``ext``/``profile``, or an extension we lack, is a 415 (GET too:
+    the rule is about the header, not the body). The 415's detail, or None."""
+    if not content_type:
+        return None
+    media, _, params = _media_range(content_type)
+    if media != JSONAPI_MEDIA_TYPE:
+        return None
+    others = sorted(name for name in params if name not in ("ext", "profile"))
+    if others:
+        return (f"Content-Type {JSONAPI_MEDIA_TYPE} may carry no parameters but ext and profile "
+                f"(got {', '.join(_shown(n) for n in others[:5])})")
+    lacking = _unsupported_extensions(params)
+    if lacking:
+        return f"this server supports no JSON:API extensions (got ext {_shown(lacking[0])})"
+    return None
 
 
 def single_values(args: Iterable[tuple[str, str]], allowed: Sequence[str]) -> dict[str, str]:

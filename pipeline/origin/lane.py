@@ -147,16 +147,19 @@ class FastLane:
         role = _text(headers.get(_ROLE))
         if_none_match = _text(headers.get(b"if-none-match"))
         head = scope["method"] == "HEAD"
+        content_type = _text(headers.get(b"content-type"))
         generation, key, stored = self._lookup(lambda: (
             "rest", path, query, jsonapi.role_of(role),
-            jsonapi.is_acceptable(accept, jsonapi=media_type == JSONAPI_MEDIA_TYPE)))
+            jsonapi.is_acceptable(accept, jsonapi=media_type == JSONAPI_MEDIA_TYPE),
+            content_type is not None and jsonapi.content_type_problem(content_type)))
         if stored is not None:
             await _send(send, *reply(stored, head=head, if_none_match=if_none_match))
             return True
         args = _args(query)
         if args is None:
             return False
-        http = ApiRequest(method=scope["method"], path=path, args=args, accept=accept, role=role,
+        http = ApiRequest(method=scope["method"], path=path, args=args, accept=accept, content_type=content_type,
+                          role=role,
                           request_id=_text(headers.get(b"x-request-id")))
         answer = await self.rest.dispatch(handler, media_type, params, http)
         stored = rest_stored(answer)

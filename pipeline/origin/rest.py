@@ -57,7 +57,10 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 #: Enough of a file to find a PNG/GIF header or an SVG root tag's width/height.
 MEDIA_HEAD_BYTES = 16 * 1024
 _SIZED_TYPES = ("image/png", "image/gif", "image/svg+xml")
-_CONTENT_VARY = ROLE_HEADER  # drafts answer differently with the gateway's editor role
+#: Every API answer varies on Accept: the same URL may be a 406 (JSON:API 1.1 negotiation), and a
+#: cache must not hand a stored 200 to a request the origin would refuse.
+_VARY = "Accept"
+_CONTENT_VARY = f"Accept, {ROLE_HEADER}"  # drafts answer differently with the gateway's editor role
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class ApiRequest:
     """Decoded, as routed (``request.path``)."""
     args: tuple[tuple[str, str], ...]
     accept: str | None = None
+    content_type: str | None = None
+    """JSON:API 1.1: its media type with foreign parameters here is a 415, GET included."""
     if_none_match: str | None = None
     role: str | None = None
     """The gateway's role header as received (``jsonapi.role_of`` decides what it grants)."""
@@ -126,7 +131,8 @@ def _view(api: RestApi, handler: Handler | None, media_type: str) -> Callable[..
     async def view(**params: str) -> Response:
         headers = request.headers
         http = ApiRequest(method=request.method, path=request.path, args=tuple(request.args.items(multi=True)),
-                          accept=headers.get("Accept"), if_none_match=headers.get("If-None-Match"),
+                          accept=headers.get("Accept"), content_type=headers.get("Content-Type"),
+                          if_none_match=headers.get("If-None-Match"),
                           role=headers.get(ROLE_HEADER), request_id=headers.get("X-Request-Id"))
         return _response(await api.dispatch(handler, media_type, params, http))
 
@@ -162,16 +168,20 @@ class RestApi:
             method=http.method, path=quote(http.path, safe="/"), args=http.args, if_none_match=http.if_none_match,
             role=jsonapi.role_of(http.role),
         )
-        vary = _CONTENT_VARY if http.path.startswith(("/api/v3/contents", "/api/v3/posts")) else None
+        vary = _CONTENT_VARY if http.path.startswith(("/api/v3/contents", "/api/v3/posts")) else _VARY
         try:
             if handler is None:
                 raise ApiError(404, f"no API resource at {req.path[:200]}")
             if req.method not in ("GET", "HEAD"):
                 raise ApiError(405, f"{req.method} is not allowed here: the delivery API is read-only",
                                allow=ALLOW)
-            if not jsonapi.is_acceptable(http.accept, jsonapi=media_type == JSONAPI_MEDIA_TYPE):
-                accepted = f"{JSONAPI_MEDIA_TYPE} or {JSON_MEDIA_TYPE}" if media_type == JSONAPI_MEDIA_TYPE \
-                    else JSON_MEDIA_TYPE
+            is_jsonapi = media_type == JSONAPI_MEDIA_TYPE
+            problem = jsonapi.content_type_problem(http.content_type) if is_jsonapi else None
+            if problem is not None:
+                raise ApiError(415, problem)
+            if not jsonapi.is_acceptable(http.accept, jsonapi=is_jsonapi):
+                accepted = (f"{JSONAPI_MEDIA_TYPE} (without parameters but ext and profile, and without "
+                            f"extensions) or {JSON_MEDIA_TYPE}") if is_jsonapi else JSON_MEDIA_TYPE
                 raise ApiError(406, f"this resource is available as {accepted} only")
             return await handler(req, **params)
         except ApiError as error:
@@ -190,7 +200,7 @@ class RestApi:
             return jsonapi.error_answer(error, method=req.method, media_type=media_type)
 
     def _ok(self, req: _Request, document: Mapping[str, Any], *, keys: list[str] | tuple[str, ...],
-            build_id: str, public: bool = True, vary: str | None = None,
+            build_id: str, public: bool = True, vary: str = _VARY,
             media_type: str = JSONAPI_MEDIA_TYPE, extra: tuple[tuple[str, str], ...] = ()) -> Answer:
         return jsonapi.respond(200, document, method=req.method, media_type=media_type,
                                cache_control=CACHE_CONTROL if public else NO_STORE, keys=keys,
@@ -327,7 +337,7 @@ class RestApi:
         jsonapi.single_values(req.args, ())
         return jsonapi.respond(200, self._openapi, method=req.method, media_type=JSON_MEDIA_TYPE,
                                cache_control=SHORT_CACHE_CONTROL, keys=("api:openapi",),
-                               if_none_match=req.if_none_match)
+                               if_none_match=req.if_none_match, vary=_VARY)
 
     async def feed(self, req: _Request, flow_key: str) -> Answer:
         try:

@@ -275,7 +275,7 @@ async def test_unpublished_entries_are_404_unless_editor(client: httpx.AsyncClie
         error_of(r, 404, "NOT_FOUND")
         assert r.headers["cache-control"] == CACHE_CONTROL  # publishing the entry purges api:<id>
         assert r.headers["surrogate-key"] == f"api:{record['id']}"
-        assert r.headers["vary"] == "X-Flowcms-Role"
+        assert r.headers["vary"] == "Accept, X-Flowcms-Role"
         assert "etag" in r.headers
         seen = await client.get(f"/api/v3/contents/{record['id']}", headers={"X-Flowcms-Role": "editor"})
         assert seen.status_code == 200
@@ -338,8 +338,22 @@ async def test_methods_accept_and_unknown_routes(client: httpx.AsyncClient) -> N
     error_of(await client.get("/api/v3/contents", headers={"Accept": "application/vnd.api+json;q=0"}),
              406, "NOT_ACCEPTABLE")
     error_of(await client.get("/api/v3/openapi.json", headers={"Accept": "application/xml"}), 406, "NOT_ACCEPTABLE")
-    for accept in ("application/json", "application/vnd.api+json", "text/html, */*;q=0.1"):
-        assert (await client.get("/api/v3/contents?limit=1", headers={"Accept": accept})).status_code == 200
+    for accept in ("application/json", "application/vnd.api+json", "text/html, */*;q=0.1",
+                   'application/vnd.api+json; profile="https://example.com/p"'):
+        ok = await client.get("/api/v3/contents?limit=1", headers={"Accept": accept})
+        assert ok.status_code == 200
+        assert ok.headers["vary"] == "Accept, X-Flowcms-Role"  # the same URL may be a 406
+    # JSON:API 1.1: its instances decide once named (even beside */*); no extensions are supported
+    for accept in ("application/vnd.api+json; charset=utf-8, */*",
+                   'application/vnd.api+json; ext="https://jsonapi.org/ext/atomic"'):
+        error_of(await client.get("/api/v3/contents?limit=1", headers={"Accept": accept}), 406, "NOT_ACCEPTABLE")
+    for content_type in ("application/vnd.api+json; charset=utf-8",
+                         'application/vnd.api+json; ext="https://jsonapi.org/ext/atomic"'):
+        r = await client.get("/api/v3/contents?limit=1", headers={"Content-Type": content_type})
+        error_of(r, 415, "UNSUPPORTED_MEDIA_TYPE")
+        assert r.headers["cache-control"] == "no-store"
+    assert (await client.get("/api/v3/tags")).headers["vary"] == "Accept"
+    assert (await client.get("/public/feed/x")).headers["vary"] == "Accept"
     for url in ("/api/v3", "/api/v3/nothing", "/api/v3/contents/", "/api/v3/contents/a/b"):
         r = await client.get(url)
         error_of(r, 404, "NOT_FOUND")
@@ -353,7 +367,7 @@ async def test_caching_headers_etag_304_head_and_surrogate_keys(client: httpx.As
     assert r.headers["etag"] == f'"{blake3.blake3(r.content).hexdigest()[:32]}"'
     assert r.headers["cache-control"] == CACHE_CONTROL
     assert r.headers["x-build"] == published.live()
-    assert r.headers["vary"] == "X-Flowcms-Role"
+    assert r.headers["vary"] == "Accept, X-Flowcms-Role"
     ids = [item["id"] for item in r.json()["data"]]
     assert r.headers["surrogate-key"].split() == ["api:type:blog", *(f"api:{i}" for i in ids)]
     for inm in (r.headers["etag"], "W/" + r.headers["etag"], f'"nope", {r.headers["etag"]}'):

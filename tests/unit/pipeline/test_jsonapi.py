@@ -182,8 +182,14 @@ def test_query_error_names_the_api_parameter() -> None:
     ("application/*", True, True),
     ("application/json", True, True),
     ("application/vnd.api+json", True, False),
-    ('application/vnd.api+json; ext="https://x"', True, False),
     ("application/vnd.api+json; charset=utf-8", False, False),
+    ('application/vnd.api+json; profile="https://example.com/p"', True, False),  # unknown profiles: ignored
+    ('application/vnd.api+json; ext="https://jsonapi.org/ext/atomic"', False, False),  # no extensions here
+    ('application/vnd.api+json; ext="https://x", application/vnd.api+json', True, False),
+    # JSON:API 1.1: once its type is named, its instances decide, even beside application/json or */*
+    ("application/vnd.api+json; foo=bar, application/json", False, True),
+    ("application/vnd.api+json; foo=bar, */*", False, True),
+    ("application/vnd.api+json;q=0, application/json", True, True),
     ("text/html", False, False),
     ("text/html, application/json;q=0", False, False),
     ("text/html;q=0.9, */*;q=0.1", True, True),
@@ -193,6 +199,20 @@ def test_is_acceptable(accept: str | None, jsonapi_ok: bool, json_ok: bool) -> N
     """RFC 9110 §12.5.1 media ranges with q; JSON:API forbids its type with other parameters."""
     assert jsonapi.is_acceptable(accept, jsonapi=True) is jsonapi_ok
     assert jsonapi.is_acceptable(accept, jsonapi=False) is json_ok
+
+
+@pytest.mark.parametrize(("content_type", "refused"), [
+    (None, False),
+    ("application/json", False),
+    ("application/vnd.api+json", False),
+    ('application/vnd.api+json; profile="https://example.com/p"', False),
+    ("application/vnd.api+json; charset=utf-8", True),
+    ('application/vnd.api+json; ext="https://jsonapi.org/ext/atomic"', True),
+    ("text/plain; charset=utf-8", False),  # not JSON:API's rule to judge
+])
+def test_content_type_problem(content_type: str | None, refused: bool) -> None:
+    """JSON:API 1.1: its media type in Content-Type with foreign parameters or extensions is a 415."""
+    assert (jsonapi.content_type_problem(content_type) is not None) is refused
 
 
 def test_content_resource_shape_and_sparse_fields() -> None:
