@@ -68,6 +68,10 @@ class StoreError(PipelineError):
     """The build store is missing a build or is damaged."""
 
 
+class UnknownBuild(StoreError):
+    """No build answers to the id or prefix asked for (the admin API's 404)."""
+
+
 class PublishConflict(PipelineError):
     """Another publish holds the lock."""
 

@@ -34,7 +34,7 @@ import blake3
 import orjson
 
 from pipeline.documents import canonical_json
-from pipeline.errors import PublishConflict, StoreError
+from pipeline.errors import PublishConflict, StoreError, UnknownBuild
 
 BUILD_ID_CHARS = 20  # 80 bits of blake3: collision-free for any realistic build count
 STATE_FILE = "state.marshal"
@@ -190,14 +190,15 @@ class Store:
         return self.builds / build_id
 
     def resolve(self, ref: str) -> str:
-        """A build id or a unique prefix of one."""
-        if (self.builds / ref).is_dir():
+        """A build id or a unique prefix of one (a name, never a path: ``..`` is no build)."""
+        plain = bool(ref) and "/" not in ref and "\\" not in ref and not ref.startswith(".")
+        if plain and (self.builds / ref).is_dir():
             return ref
-        matches = [d.name for d in self.builds.iterdir() if d.name.startswith(ref)] if ref else []
+        matches = [d.name for d in self.builds.iterdir() if d.name.startswith(ref)] if plain else []
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise StoreError(f"no build {ref!r} (see `flowcms builds`)")
+            raise UnknownBuild(f"no build {ref!r} (see `flowcms builds`)")
         raise StoreError(f"build prefix {ref!r} is ambiguous: {', '.join(sorted(matches))}")
 
     def commit_build(self, staging: Path, manifest: Manifest) -> str:

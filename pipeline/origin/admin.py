@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from pipeline.errors import StoreError, UnknownBuild
 from pipeline.publisher import Publisher, PublishRecord
 
 if TYPE_CHECKING:
     from pipeline.origin.lane import LaneStatistics
 
 NO_STORE = {"Cache-Control": "no-store", "Content-Type": "application/json"}
+#: Every method routes here, so a GET on a POST-only route is a 405 with Allow (seed 002's own
+#: example), not the delivery API's catch-all 404.
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 
 def _error(status: int, code: str, detail: str, **headers: str) -> Response:
@@ -44,9 +48,14 @@ def register(app: QuartTrio, publisher: Publisher, token: str, *,
             return _error(403, "FORBIDDEN", "this token may not publish")
         return None
 
-    @app.route("/api/v3/publish", methods=["POST"])
+    def post_only() -> Response | None:
+        if request.method == "POST":
+            return None
+        return _error(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here; use POST", Allow="POST")
+
+    @app.route("/api/v3/publish", methods=ALL_METHODS)
     async def start_publish() -> Response:
-        refusal = denied()
+        refusal = post_only() or denied()
         if refusal is not None:
             return refusal
         counter[0] += 1
@@ -62,17 +71,27 @@ def register(app: QuartTrio, publisher: Publisher, token: str, *,
         return Response(json.dumps(body), status=202,
                         headers={**NO_STORE, "Location": f"/api/v3/publish/{ident}"})
 
-    @app.route("/api/v3/rollback", methods=["POST"])
+    @app.route("/api/v3/rollback", methods=ALL_METHODS)
     async def rollback() -> Response:
-        """Synchronous (a rollback builds nothing): 200 with the record, 409 when impossible."""
-        refusal = denied()
+        """Synchronous (a rollback builds nothing): 200 with the record, 404 for an unknown build,
+        422 for a malformed one, 409 when impossible (nothing to go back to)."""
+        refusal = post_only() or denied()
         if refusal is not None:
             return refusal
         body = await request.get_json(force=True, silent=True) or {}
         target = body.get("build") if isinstance(body, dict) else None
-        record = await publisher.rollback(str(target) if target else None, "api rollback")
-        if record.status == "failed":
-            return _error(409, "CONFLICT", record.error or "cannot roll back")
+        if target is not None and not isinstance(target, str):
+            return _error(422, "VALIDATION_ERROR", '"build" must be a build id (a string) or absent')
+        if target:
+            try:
+                publisher.store.resolve(target)
+            except UnknownBuild as exc:
+                return _error(404, "NOT_FOUND", str(exc))
+            except StoreError as exc:  # an ambiguous prefix
+                return _error(422, "VALIDATION_ERROR", str(exc))
+        record = await publisher.rollback(target or None, "api rollback")
+        if record.status == "failed":  # the record's error names the exception type: not for clients
+            return _error(409, "CONFLICT", (record.error or "").partition(": ")[2] or "cannot roll back")
         return Response(json.dumps({"data": {"type": "publishes", "id": record.id, "attributes": record.to_json()}}),
                         headers=NO_STORE)
 

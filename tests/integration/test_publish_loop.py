@@ -161,6 +161,18 @@ async def test_publish_api_needs_the_admin_token(stack: Stack) -> None:
                 await trio.sleep(0.05)
         metrics = await client.get("/metrics")
         rolled_nothing = await client.post("/api/v3/rollback", headers={"Authorization": f"Bearer {stack.token}"})
+        admin = {"Authorization": f"Bearer {stack.token}"}
+        wrong_method = [await client.request(m, path, headers=admin) for m in ("GET", "PUT", "DELETE")
+                        for path in ("/api/v3/publish", "/api/v3/rollback")]
+        unknown = await client.post("/api/v3/rollback", headers=admin, json={"build": "nope"})
+        escaping = await client.post("/api/v3/rollback", headers=admin, json={"build": ".."})
+        malformed = await client.post("/api/v3/rollback", headers=admin, json={"build": 7})
+    # seed 002: "GET on a POST-only route" is a 405, with Allow
+    assert [(r.status_code, r.headers.get("allow")) for r in wrong_method] == [(405, "POST")] * 6
+    assert [r.json()["errors"][0]["code"] for r in wrong_method] == ["METHOD_NOT_ALLOWED"] * 6
+    assert (unknown.status_code, escaping.status_code, malformed.status_code) == (404, 404, 422)
+    assert unknown.json()["errors"][0]["detail"].startswith("no build 'nope'")  # no exception class names
+    assert "Error" not in rolled_nothing.json()["errors"][0]["detail"]
     # the edge's gateway refuses both before the origin sees them: no key, and a key it does not know
     assert (anonymous.status_code, wrong.status_code, started.status_code) == (401, 401, 202)
     nothing_before = rolled_nothing.json()["errors"][0]
