@@ -469,7 +469,9 @@ def _contents(_root: None, info: GraphQLResolveInfo, **args: Any) -> dict[str, A
         sort=query_sort,
         limit=size,
         cursor=cursor,
-        live_only=not drafts,
+        # seed 001: PUBLISHED is "live and publicly accessible", for editors too (an entry
+        # scheduled for later is not, as in REST); with no status an editor sees every entry.
+        live_only=status == "PUBLISHED" or not drafts,
     ), cache=ctx.snapshot.records)
     records = ctx.shown(page.entries[::-1] if backward else page.entries)
     edges = [_Edge(record, sort) for record in records]

@@ -260,6 +260,16 @@ def test_contents_editors_see_drafts_and_the_answer_depends_on_them(site: Site) 
     assert public.document["data"]["contents"]["totalCount"] == 43 < everything
 
 
+def test_published_means_live_for_editors_too(site: Site) -> None:
+    """Seed 001: PUBLISHED is "live and publicly accessible": an editor filtering on it gets the
+    public list, not entries whose status is published but whose publishAt is still ahead."""
+    query = "{ contents(first: 100, filter: {status: PUBLISHED}) { totalCount edges { node { id } } } }"
+    editor = site.data(query, viewer=EDITOR)["contents"]
+    public = site.data(query)["contents"]
+    assert editor == public
+    assert public["totalCount"] == 43
+
+
 # --------------------------------------------------------------------------- single items
 
 
