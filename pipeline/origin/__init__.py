@@ -62,6 +62,9 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
     @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
     @app.route("/<path:path>", methods=ALL_METHODS)
     async def live_file(path: str) -> Response:
+        api_media_type = rest.api_space(request.path)
+        if api_media_type is not None:
+            return await rest.unrouted(rest_api, api_media_type)
         answer = site.answer(request.method, request.path, request.headers.get("If-None-Match"),
                              request.headers.get("If-Modified-Since"))
         response = Response(answer.body, status=answer.status)

@@ -127,6 +127,25 @@ def register(app: QuartTrio, api: RestApi) -> None:
         app.add_url_rule(rule, f"api_{name}", _view(api, None, media_type), methods=ALL_METHODS)
 
 
+#: Paths under an API that no route takes (``/api/v3/``, ``//`` inside, ``/graphql/``) answer in
+#: that API's JSON error model, not with the site's HTML 404 page.
+_API_SPACES = (("/api/v3/", JSONAPI_MEDIA_TYPE), ("/public/feed/", JSON_MEDIA_TYPE), ("/v1/flow/", JSON_MEDIA_TYPE),
+               ("/graphql/", JSON_MEDIA_TYPE))
+
+
+def api_space(path: str) -> str | None:
+    """The media type of the API whose space ``path`` is in, or None (a page of the site)."""
+    for prefix, media_type in _API_SPACES:
+        if path.startswith(prefix):
+            return media_type
+    return None
+
+
+async def unrouted(api: RestApi, media_type: str) -> Response:
+    """The current request, under an API but at no route of it: that API's 404 (or 405)."""
+    return await _view(api, None, media_type)()
+
+
 def _view(api: RestApi, handler: Handler | None, media_type: str) -> Callable[..., Awaitable[Response]]:
     async def view(**params: str) -> Response:
         headers = request.headers

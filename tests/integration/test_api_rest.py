@@ -354,11 +354,16 @@ async def test_methods_accept_and_unknown_routes(client: httpx.AsyncClient) -> N
         assert r.headers["cache-control"] == "no-store"
     assert (await client.get("/api/v3/tags")).headers["vary"] == "Accept"
     assert (await client.get("/public/feed/x")).headers["vary"] == "Accept"
-    for url in ("/api/v3", "/api/v3/nothing", "/api/v3/contents/", "/api/v3/contents/a/b"):
+    for url in ("/api/v3", "/api/v3/nothing", "/api/v3/contents/", "/api/v3/contents/a/b", "/api/v3/",
+                "/api/v3//contents"):
         r = await client.get(url)
         error_of(r, 404, "NOT_FOUND")
         assert r.headers["content-type"] == JSONAPI
         assert r.headers["cache-control"] == SHORT_CACHE_CONTROL
+    for url in ("/public/feed/", "/public/feed//blog", "/v1/flow/", "/graphql/"):  # JSON, not the site's 404 page
+        r = await client.get(url)
+        assert (r.status_code, r.headers["content-type"]) == (404, "application/json"), url
+        assert r.json()["errors"][0]["code"] == "NOT_FOUND"
 
 
 async def test_caching_headers_etag_304_head_and_surrogate_keys(client: httpx.AsyncClient, published: Store,
