@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 
 import orjson
 
@@ -21,6 +22,9 @@ __all__ = ["MAX_CURSOR_LENGTH", "decode_cursor", "encode_cursor"]
 
 #: Bounds the work a hostile token can cause; far above any real sort key (titles, dates).
 MAX_CURSOR_LENGTH = 16_384
+#: The index's date keys (``dates.format_iso``), or '' for an entry without the date.
+_DATE_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_DATE_SORTS = ("publishedAt", "updatedAt")
 
 
 def encode_cursor(sort: str, key: tuple[str, str]) -> str:
@@ -62,7 +66,10 @@ def decode_cursor(token: str, *, sort: str) -> tuple[str, str]:
             f"the cursor was made for sort {data['s'][:40]!r}, not {sort!r}; "
             "start again without a cursor"
         )
-    return (data["k"][0], data["k"][1])
+    value, entry_id = data["k"]
+    if value and sort.lstrip("-") in _DATE_SORTS and not _DATE_KEY.fullmatch(value):
+        raise _bad("the cursor is not a valid cursor token")  # edited: it would compare as text
+    return (value, entry_id)
 
 
 def _utf8_clean(*texts: str) -> bool:

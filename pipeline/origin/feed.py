@@ -13,6 +13,7 @@ older entries. Decoding checks every part and says what is wrong (400 BAD_CURSOR
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -95,7 +96,7 @@ def parse_feed_cursor(text: str, *, flow_key: str) -> FeedCursor:
         raise _bad(f"the cursor belongs to feed {data['feedKey'][:64]!r}, not {flow_key!r}; "
                    "start this feed without a cursor")
     try:
-        published_at = dates.normalise(data["publishedAt"])
+        moment = dates.to_utc(_midnight_24(data["publishedAt"]))
     except (ValueError, OverflowError):
         raise _bad(f"the cursor's 'publishedAt' {data['publishedAt'][:40]!r} is not an ISO 8601 "
                    "date-time like 2026-11-02T09:30:00Z") from None
@@ -103,7 +104,22 @@ def parse_feed_cursor(text: str, *, flow_key: str) -> FeedCursor:
         data["key"].encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate smuggled in by a JSON escape: SQLite cannot bind it
         raise _bad("the cursor's 'key' is not valid Unicode") from None
-    return FeedCursor(feed_key=flow_key, key=data["key"], published_at=published_at)
+    key = data["key"]
+    if moment.microsecond:
+        # Between two whole seconds (the index keeps seconds): every entry of the earlier second
+        # is older than the cursor, so the page starts after the next second, before any key.
+        moment = moment.replace(microsecond=0) + dt.timedelta(seconds=1)
+        key = ""
+    return FeedCursor(feed_key=flow_key, key=key, published_at=dates.format_iso(moment))
+
+
+def _midnight_24(text: str) -> str:
+    """ISO 8601's end of day, ``…T24:00:00`` (seed 003 allows hour 24), as the next day's 00:00."""
+    head, sep, rest = text.partition("T24:00")
+    if not sep or rest.lstrip(":0.") not in ("", "Z", "z", "+00:00", "-00:00"):
+        return text
+    day = dt.date.fromisoformat(head) + dt.timedelta(days=1)
+    return f"{day.isoformat()}T00:00:00{rest.lstrip(':0.')}"
 
 
 def _bad(detail: str) -> ApiError:

@@ -455,6 +455,11 @@ def _included(records: Iterable[Mapping[str, Any]], authors: Mapping[str, Mappin
     return [author_resource(authors[key], fields=fields.authors) for key in keys]
 
 
+def self_link(path: str, args: Sequence[tuple[str, str]]) -> str:
+    """JSON:API ``links.self``: the link that produced this document, its query included."""
+    return path + _query(args)
+
+
 def page_links(path: str, args: Sequence[tuple[str, str]], next_cursor: str | None) -> dict[str, str | None]:
     """self (as asked), first (no cursor) and next (the opaque cursor), relative to the host."""
     rest = [(name, value) for name, value in args if name != "cursor"]

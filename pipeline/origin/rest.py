@@ -286,7 +286,7 @@ class RestApi:
             keys = (f"api:{entry_id}",) if entry_id is not None else ("api:contents",)
             what = f"id {entry_id!r}" if entry_id is not None else f"slug {slug!r}"
             raise ApiError(404, f"no published {content_type or 'entry'} with {what[:200]}", keys=keys)
-        doc = jsonapi.single_document(record, params, path=req.path, body=body, authors=authors,
+        doc = jsonapi.single_document(record, params, path=jsonapi.self_link(req.path, req.args), body=body, authors=authors,
                                       build_id=build_id)
         keys = jsonapi.entry_keys([record]) + ([] if entry_id is not None else ["api:contents"])
         return self._ok(req, doc, keys=keys, build_id=build_id, public=bool(record["live"]), vary=_CONTENT_VARY)
@@ -297,7 +297,7 @@ class RestApi:
         fields = jsonapi.parse_single_params(_only(req.args, "fields[authors]")).fields.authors
         build_id, rows = await self.live.read(lambda snap: (snap.build_id, list_authors(snap.conn)))
         doc = jsonapi.collection_document([jsonapi.author_resource(a, fields=fields) for a in rows],
-                                          path=req.path, build_id=build_id)
+                                          path=jsonapi.self_link(req.path, req.args), build_id=build_id)
         return self._ok(req, doc, keys=("api:authors",), build_id=build_id)
 
     async def author(self, req: _Request, key: str) -> Answer:
@@ -305,21 +305,21 @@ class RestApi:
         build_id, row = await self.live.read(lambda snap: (snap.build_id, get_author(snap.conn, key)))
         if row is None:
             raise ApiError(404, f"no author {key[:200]!r}", keys=("api:authors",))
-        doc = jsonapi.resource_document(jsonapi.author_resource(row, fields=fields), path=req.path,
+        doc = jsonapi.resource_document(jsonapi.author_resource(row, fields=fields), path=jsonapi.self_link(req.path, req.args),
                                         build_id=build_id)
         return self._ok(req, doc, keys=("api:authors", f"api:author:{key}"), build_id=build_id)
 
     async def tags(self, req: _Request) -> Answer:
         jsonapi.single_values(req.args, ())
         build_id, rows = await self.live.read(lambda snap: (snap.build_id, list_tags(snap.conn)))
-        doc = jsonapi.collection_document([jsonapi.tag_resource(t, n) for t, n in rows], path=req.path,
+        doc = jsonapi.collection_document([jsonapi.tag_resource(t, n) for t, n in rows], path=jsonapi.self_link(req.path, req.args),
                                           build_id=build_id)
         return self._ok(req, doc, keys=("api:tags",), build_id=build_id)
 
     async def media_list(self, req: _Request) -> Answer:
         jsonapi.single_values(req.args, ())
         build_id, items = await self.live.read(lambda snap: (snap.build_id, self._media_items(snap)))
-        doc = jsonapi.collection_document([jsonapi.media_resource(m) for m in items], path=req.path,
+        doc = jsonapi.collection_document([jsonapi.media_resource(m) for m in items], path=jsonapi.self_link(req.path, req.args),
                                           build_id=build_id)
         return self._ok(req, doc, keys=("api:media",), build_id=build_id)
 
@@ -329,7 +329,7 @@ class RestApi:
         found = [m for m in items if m.id == media_id]
         if not found:
             raise ApiError(404, f"no media file with id {media_id[:200]!r}", keys=("api:media",))
-        doc = jsonapi.resource_document(jsonapi.media_resource(found[0]), path=req.path, build_id=build_id)
+        doc = jsonapi.resource_document(jsonapi.media_resource(found[0]), path=jsonapi.self_link(req.path, req.args), build_id=build_id)
         return self._ok(req, doc, keys=("api:media",), build_id=build_id)
 
     def _media_items(self, snap: Snapshot) -> list[MediaItem]:

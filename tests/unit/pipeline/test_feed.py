@@ -55,7 +55,23 @@ def test_feed_cursor_dates_are_normalised_and_double_encoding_forgiven() -> None
     assert feed.parse_feed_cursor(twice, flow_key="blog").key == "k"
 
 
+def test_feed_cursor_between_seconds_and_at_hour_24() -> None:
+    """Seed 003's dates take fractions and hour 24; the index keeps seconds. A cursor between two
+    seconds starts after the later one, so no entry of the earlier second is skipped."""
+    def parsed(published_at: str) -> tuple[str, str]:
+        text = f'{{"feedKey":"blog","key":"k","publishedAt":"{published_at}"}}'
+        cursor = feed.parse_feed_cursor(text, flow_key="blog")
+        return cursor.published_at, cursor.key
+
+    assert parsed("2026-10-06T09:00:00.5Z") == ("2026-10-06T09:00:01Z", "")
+    assert parsed("2026-10-06T09:00:00.000Z") == ("2026-10-06T09:00:00Z", "k")
+    assert parsed("2026-10-06T24:00:00Z") == ("2026-10-07T00:00:00Z", "k")
+    assert parsed("2026-12-31T24:00Z") == ("2027-01-01T00:00:00Z", "k")
+
+
 @pytest.mark.parametrize(("text", "message"), [
+    ('{"feedKey": "blog", "key": "k", "publishedAt": "2026-10-06T24:00:01Z"}', "not an ISO 8601"),
+    ('{"feedKey": "blog", "key": "k", "publishedAt": "2026-02-30T24:00:00Z"}', "not an ISO 8601"),
     ("xx", "not JSON"),
     ("", "not JSON"),
     ("[1, 2]", "JSON object"),
