@@ -252,7 +252,7 @@ class Exchange:
 
     def body_limit(self, method: bytes, target: bytes, fields: list[tuple[bytes, bytes]],
                    content_length: int | None) -> tuple[int, Reply | None]:
-        """Under a gateway route: the body limit (10 MiB JSON, 50 MiB media) and, when a declared
+        """Under a gateway route: the body limit (10 MB JSON, 50 MB media) and, when a declared
         length is over it, the 413 to send before reading the body. Elsewhere: no gateway limit.
         A browser's request (``Origin``) gets the CORS fields on its 413 as on every answer under
         a route, so the app can read the refusal instead of seeing a network error."""

@@ -65,9 +65,9 @@ ANONYMOUS_MEMO_SIZE = 4096
 MAX_CREDENTIAL_BYTES = 8192  # nginx's default large_client_header_buffers line is 8 KiB
 MAX_SUBJECT_CHARS = 256
 MIN_HS256_SECRET_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
-MiB = 1024 * 1024  # nginx's client_max_body_size counts "m" in MiB too
-JSON_BODY_MAX_BYTES = 10 * MiB  # seed 000: "Payload Limit 10 MB (JSON)"
-MEDIA_BODY_MAX_BYTES = 50 * MiB  # seed 000: "50 MB (Media uploads)"
+MB = 1_000_000  # seed 000 says MB: decimal, so 10,000,001 bytes is over it (not nginx's MiB "m")
+JSON_BODY_MAX_BYTES = 10 * MB  # seed 000: "Payload Limit 10 MB (JSON)"
+MEDIA_BODY_MAX_BYTES = 50 * MB  # seed 000: "50 MB (Media uploads)"
 MEDIA_TYPES = (b"multipart/form-data", b"image/", b"video/", b"audio/", b"application/octet-stream",
                b"application/pdf")
 REALM = b'Bearer realm="flowcms"'
@@ -531,7 +531,7 @@ def _is_number(value: object) -> bool:
 # -- body sizes (the enforcement point belongs to the connection code, before the body is read)
 
 def max_body_bytes(content_type: bytes | None) -> int:
-    """The largest request body accepted for a media type: media uploads 50 MiB, all else 10 MiB."""
+    """The largest request body accepted for a media type: media uploads 50 MB, all else 10 MB."""
     media_type = (content_type or b"").split(b";", 1)[0].strip().lower()
     return MEDIA_BODY_MAX_BYTES if media_type.startswith(MEDIA_TYPES) else JSON_BODY_MAX_BYTES
 
@@ -545,4 +545,4 @@ def check_body_size(method: bytes, path: bytes, content_type: bytes | None, cont
     kind = "media upload" if limit == MEDIA_BODY_MAX_BYTES else "JSON"
     return Deny(413, "PAYLOAD_TOO_LARGE",
                 f"{method.decode('latin-1')} {path.decode('latin-1')}: a body of {content_length} bytes is over "
-                f"the {limit // MiB} MiB limit for {kind} bodies")
+                f"the {limit // MB} MB ({limit:,} bytes) limit for {kind} bodies")

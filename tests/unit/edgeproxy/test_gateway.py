@@ -724,12 +724,13 @@ def test_anonymous_buckets_group_ipv6_by_64(client: str | None, bucket: str) -> 
     (b"application/pdf", MEDIA_BODY_MAX_BYTES),
 ])
 def test_body_limits_follow_the_media_type(content_type: bytes | None, limit: int) -> None:
-    """Seed 000: 10 MB for JSON, 50 MB for media uploads (MiB, as nginx counts client_max_body_size)."""
+    """Seed 000: 10 MB for JSON, 50 MB for media uploads, in decimal megabytes as the seed writes them."""
+    assert limit in (10_000_000, 50_000_000)
     assert max_body_bytes(content_type) == limit
     assert check_body_size(b"POST", b"/api/v3/media", content_type, limit) is None
     deny = denied(check_body_size(b"POST", b"/api/v3/media", content_type, limit + 1), 413, "PAYLOAD_TOO_LARGE")
     assert f"{limit + 1} bytes" in deny.message
-    assert f"{limit // (1024 * 1024)} MiB" in deny.message
+    assert f"{limit // 1_000_000} MB ({limit:,} bytes) limit" in deny.message
 
 
 def test_body_size_unknown_length_is_left_to_the_reader() -> None:
