@@ -173,14 +173,38 @@ _HEADERS: dict[str, Schema] = {
     "Cache-Control": {"description": "public with a long s-maxage (publish purges), or no-store", "schema": _STR},
     "Surrogate-Key": {"description": "api:<entry id> per entry shown plus the listing's keys", "schema": _STR},
     "X-Build": {"description": "the live build that answered", "schema": _STR},
+    "Vary": {"description": "Accept (the same URL may be a 406), plus X-Flowcms-Role on contents and posts",
+             "schema": _STR},
+}
+#: Added by the edge gateway to every API answer it passes or refuses (not by the origin).
+_GATEWAY_HEADERS: dict[str, Schema] = {
+    **{name: {"description": f"{text} (added by the edge gateway, cache hits included)", "schema": schema}
+       for name, text, schema in (
+           ("X-RateLimit-Limit", "requests per minute of the caller's tier", {"type": "integer"}),
+           ("X-RateLimit-Remaining", "requests left in the window", {"type": "integer"}),
+           ("X-RateLimit-Reset", "when the window is full again, epoch seconds", {"type": "integer"}),
+           ("X-Request-ID", "the client's request id when well-formed, else a generated one", _STR))},
+}
+#: What the edge gateway adds to its refusals (401, 429).
+_REFUSAL_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "Bearer realm", "schema": _STR}},
+    429: {"Retry-After": {"description": "seconds until a request is admitted again", "schema": {"type": "integer"}},
+          **{name: {"$ref": f"#/components/headers/{name}"}
+             for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")}},
 }
 
 _ERROR_TEXT = {
     400: "malformed request: unknown parameter or bad value (source.parameter names it)",
+    401: "unauthenticated: the edge gateway needs an API key or token here (a route that is not public), "
+         "or the one given is unknown, expired or malformed",
     403: "forbidden: drafts need the editor role",
     404: "no such resource (also when it is not published)",
     405: "method not allowed (Allow: GET, HEAD)",
-    406: "the Accept header excludes JSON",
+    406: "not acceptable: Accept excludes JSON, or names the JSON:API media type only with parameters "
+         "other than ext/profile or with extensions (none are supported)",
+    415: "unsupported media type: Content-Type is the JSON:API media type with parameters other than "
+         "ext/profile, or with an extension",
+    429: "rate limit of the caller's tier exceeded (the edge gateway; Retry-After says when to retry)",
     500: "internal error (no details)",
     503: "nothing is published yet",
 }
@@ -195,8 +219,10 @@ def _responses(schema: str, media_type: str, *, statuses: tuple[int, ...]) -> Sc
         "200": {"description": "OK", "headers": ok_headers, "content": content(schema)},
         "304": {"description": "not modified (If-None-Match matched the ETag)"},
     }
-    for status in statuses:
+    for status in sorted({*statuses, 401, 429}):  # every API route sits behind the gateway
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": content("ErrorDocument")}
+        if status in _REFUSAL_HEADERS:
+            responses[str(status)]["headers"] = _REFUSAL_HEADERS[status]
     return responses
 
 
@@ -208,6 +234,8 @@ FEED_PATHS = (("/public/feed/{flowKey}", "getFeed"), ("/public/feed/{flowKey}/",
 def _operation(operation_id: str, summary: str, schema: str, parameters: list[str], *,
                media_type: str = JSONAPI_MEDIA_TYPE, statuses: tuple[int, ...] = (400, 404, 405, 406, 500, 503),
                tags: tuple[str, ...] = ("contents",), note: str = "") -> Schema:
+    if media_type == JSONAPI_MEDIA_TYPE:
+        statuses = (*statuses, 415)
     return {"get": {
         "operationId": operation_id, "summary": summary, "tags": list(tags),
         "description": " ".join(filter(None, ("HEAD is answered too, with the headers of GET and no body.", note))),
@@ -228,8 +256,13 @@ def document() -> dict[str, Any]:
         "info": {"title": "FlowCMS delivery API", "version": "3",
                  "description": "Published entries as JSON:API documents, and the Flowbox feed. "
                                 "Answers carry ETag (304 on If-None-Match), Cache-Control and "
-                                "Surrogate-Key; errors are JSON:API error documents."},
+                                "Surrogate-Key; errors are JSON:API error documents. Through the edge, "
+                                "the gateway adds X-RateLimit-Limit, X-RateLimit-Remaining, "
+                                "X-RateLimit-Reset and X-Request-ID to every answer (components.headers)."},
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        # Public routes take anonymous reads (rate-limited per client address); a key or token
+        # raises the caller's tier and role. {} first: no credential is needed where a route is public.
+        "security": [{}, {"bearer": []}],
         "paths": {
             "/api/v3/contents": _operation("listContents", "live entries, filtered, sorted, paginated",
                                            "ContentList", _LIST, statuses=(400, 403, 405, 406, 500, 503)),
@@ -263,7 +296,12 @@ def document() -> dict[str, Any]:
                for path, operation_id in FEED_PATHS},
         },
         "components": {"schemas": _copy(_SCHEMAS), "parameters": _copy(_PARAMETERS),
-                       "headers": _copy(_HEADERS)},
+                       "headers": _copy({**_HEADERS, **_GATEWAY_HEADERS}),
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "Authorization: Bearer with an API key (fc_live_… / fc_test_…) or a "
+                                          "JWT (HS256, or RS256 against the configured JWKS; issuer, audience "
+                                          "and expiry checked), judged by the edge gateway before its cache"}}},
     }
 
 

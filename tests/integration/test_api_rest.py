@@ -6,6 +6,7 @@ records (STYLE.md 2.5), and every answer kind is validated against the OpenAPI d
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -508,6 +509,8 @@ ANSWERS: list[tuple[str, str, dict[str, str]]] = [
     ("/api/v3/contents", "/api/v3/contents?status=draft", {}),
     ("/api/v3/contents", "/api/v3/contents?limit=0", {}),
     ("/api/v3/contents", "/api/v3/contents", {"Accept": "text/html"}),
+    ("/api/v3/contents", "/api/v3/contents", {"Accept": 'application/vnd.api+json; ext="https://x.test/e"'}),
+    ("/api/v3/contents", "/api/v3/contents", {"Content-Type": "application/vnd.api+json; charset=utf-8"}),
     ("/api/v3/contents/{id}", "/api/v3/contents/{first}?include=author", {}),
     ("/api/v3/contents/{id}", "/api/v3/contents/nope", {}),
     ("/api/v3/contents/by-slug/{slug}", "/api/v3/contents/by-slug/second-post", {}),
@@ -545,6 +548,23 @@ async def test_openapi_describes_every_route_and_real_answers(client: httpx.Asyn
         nm = await client.get(url, headers={**headers, "If-None-Match": answer.headers.get("etag", '"x"')})
         assert_matches_openapi(doc, template, nm)
     assert_matches_openapi(doc, "/api/v3/contents", await client.post("/api/v3/contents"), method_error=True)
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "UNAUTHENTICATED"), (413, "PAYLOAD_TOO_LARGE"),
+                                              (429, "RATE_LIMITED")])
+def test_gateway_refusals_fit_the_openapi_error_document(status: int, code: str) -> None:
+    """The edge gateway answers for every REST route (401, 429, 413): the document describes its
+    refusals, and their bodies are the document's ErrorDocument."""
+    from edgeproxy.gateway import Deny, Role, Route
+    from edgeproxy.replies import denial_reply
+
+    doc = openapi.document()
+    reply = denial_reply(Deny(status, code, "refused"), Route(prefix=b"/api/v3", public=True,
+                                                              min_role=Role.VIEWER, graphql=False))
+    assert openapi.validate(json.loads(reply.body), doc["components"]["schemas"]["ErrorDocument"], doc) == []
+    if status != 413:  # 413 is about request bodies, which these GET operations do not take
+        assert all(str(status) in op["get"]["responses"] for op in doc["paths"].values())
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 def openapi_path(rule: str) -> str:
