@@ -98,6 +98,7 @@ class RouteRule:
     public: bool = False  # anonymous GET/HEAD allowed (rate-limited per client IP)
     min_role: str = "viewer"  # what every other request needs
     post_reads: bool = False  # a POST here is a read too (a query-only GraphQL endpoint: clients POST queries)
+    methods: tuple[str, ...] | None = None  # what the route serves: any other method is a 405 (None: any)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +139,8 @@ class Route:
     min_role: Role
     graphql: bool  # denials are answered as GraphQL errors, not JSON:API
     read_methods: frozenset[bytes] = READ_METHODS  # what a public route opens to anonymous clients
+    methods: frozenset[bytes] | None = None  # what the route serves (else 405 with ``allow``); None: any
+    allow: bytes = b""  # the Allow field of that 405
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +306,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         routes = [Route(r.prefix.rstrip("/").encode(), r.public, ROLES[r.min_role], r.prefix.startswith("/graphql"),
-                        READ_METHODS | {b"POST"} if r.post_reads else READ_METHODS) for r in config.routes]
+                        READ_METHODS | {b"POST"} if r.post_reads else READ_METHODS,
+                        None if r.methods is None else frozenset(m.encode() for m in r.methods),
+                        ", ".join(r.methods or ()).encode()) for r in config.routes]
         self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         self._by_prefix = [(r.prefix, len(r.prefix), r) for r in self.routes]
         # The adapter's one check per request: can this target be under a route at all?
@@ -365,7 +370,14 @@ class Gateway:
 
     def authenticate(self, route: Route, method: bytes, authorization: bytes | None, client: str | None,
                      now_ns: int) -> Identity | Deny:
-        """Who is asking and may they use ``route`` (401, 403); no rate limit is charged."""
+        """Who is asking and may they use ``route`` (405, 401, 403); no rate limit is charged.
+
+        A method the route does not serve is a 405 before credentials are asked for: a wrong
+        method is the request's fault whoever sends it (seed 002), and it costs no one's limit."""
+        if route.methods is not None and method not in route.methods:
+            return Deny(405, "VALIDATION_ERROR" if route.graphql else "METHOD_NOT_ALLOWED",
+                        f"{method.decode('latin-1')} is not allowed here; allowed: {route.allow.decode()}",
+                        ((b"allow", route.allow),))
         reading = method in route.read_methods
         if not authorization:
             if route.public and reading and self.anonymous_per_minute is not None:

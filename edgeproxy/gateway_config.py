@@ -12,6 +12,8 @@ file). Every problem is a ConfigError naming the file and the setting. The table
     prefix = "/api/v3"                    # canonical path prefix, matched on segment boundaries
     public = true                         # anonymous GET/HEAD allowed
     min_role = "viewer"                   # viewer | editor | admin: what every other request needs
+    methods = ["GET", "POST"]             # optional: any other method is a 405 with Allow, before
+                                          # credentials are asked for (GET brings HEAD)
     [[gateway.keys]]
     id = "ci"
     hash = "<sha256 hex of the key>"      # or key = "<the key>", hashed here and never kept
@@ -129,6 +131,23 @@ def _role_name(value: object, name: str, source: str) -> str:
     return value
 
 
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+
+
+def _methods(value: object, name: str, source: str) -> tuple[str, ...] | None:
+    """A route's allowed methods (None: any), upper-cased, HEAD with GET (RFC 9110 §9.3.2)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and _METHOD.fullmatch(m)
+                                                           for m in value):
+        raise ConfigError(f'{source}: {name} must be a non-empty list of method names, like ["GET", "POST"], '
+                          f"not {value!r}")
+    methods = dict.fromkeys(m.upper() for m in value)
+    if "GET" in methods:
+        methods["HEAD"] = None
+    return tuple(methods)
+
+
 def _routes(value: object, source: str) -> tuple[RouteRule, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{source}: gateway.routes must list at least one route: "
@@ -138,7 +157,7 @@ def _routes(value: object, source: str) -> tuple[RouteRule, ...]:
     for n, item in enumerate(value):
         name = f"gateway.routes[{n}]"
         route = _table(item, name, source)
-        _no_unknown(route, ("prefix", "public", "min_role", "post_reads"), name, source)
+        _no_unknown(route, ("prefix", "public", "min_role", "post_reads", "methods"), name, source)
         prefix = _string(route.get("prefix"), f"{name}.prefix", source)
         if not prefix.startswith("/") or canonical_path(prefix.encode()).rstrip(b"/") != prefix.encode().rstrip(b"/") \
                 or "?" in prefix or "#" in prefix:
@@ -154,7 +173,9 @@ def _routes(value: object, source: str) -> tuple[RouteRule, ...]:
         if not isinstance(post_reads, bool):
             raise ConfigError(f"{source}: {name}.post_reads must be true or false, not {post_reads!r}")
         min_role = _role_name(route.get("min_role", "viewer"), f"{name}.min_role", source)
-        routes.append(RouteRule(prefix=prefix, public=public, min_role=min_role, post_reads=post_reads))
+        methods = _methods(route.get("methods"), f"{name}.methods", source)
+        routes.append(RouteRule(prefix=prefix, public=public, min_role=min_role, post_reads=post_reads,
+                                methods=methods))
     return tuple(routes)
 
 

@@ -122,8 +122,8 @@ def error_reply(status: int, code: str, message: str) -> Reply:
 
 
 # JSON:API titles of the gateway's denials (the origin's jsonapi.ERRORS says the same)
-_DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 413: "Payload too large",
-                  429: "Too many requests"}
+_DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 405: "Method not allowed",
+                  413: "Payload too large", 429: "Too many requests"}
 
 
 def denial_reply(deny: Deny, route: Route) -> Reply:

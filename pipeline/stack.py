@@ -139,13 +139,14 @@ def _edge_config(store: Store, token: str) -> Path:
     published content are public (rate-limited per client address); publishing and rolling
     back need the session's admin token, here also an API key with the admin role."""
     path = store.root / "edge.toml"
-    routes = "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\npublic = true\n\n'
+    # The delivery APIs are read-only: another method is a 405 at the edge, whoever asks.
+    routes = "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\npublic = true\nmethods = ["GET"]\n\n'
                      for prefix in ("/api/v3", "/public/feed", "/v1/flow"))
     # GraphQL clients POST their queries (the schema has no mutations): reads too
-    routes += '[[gateway.routes]]\nprefix = "/graphql"\npublic = true\npost_reads = true\n\n'
-    routes += "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\nmin_role = "admin"\n\n'
-                      for prefix in ("/api/v3/publish", "/api/v3/rollback"))
-    routes += '[[gateway.routes]]\nprefix = "/_preview"\nmin_role = "editor"\n\n'
+    routes += '[[gateway.routes]]\nprefix = "/graphql"\npublic = true\npost_reads = true\nmethods = ["GET", "POST"]\n\n'
+    routes += '[[gateway.routes]]\nprefix = "/api/v3/publish"\nmin_role = "admin"\nmethods = ["GET", "POST"]\n\n'
+    routes += '[[gateway.routes]]\nprefix = "/api/v3/rollback"\nmin_role = "admin"\nmethods = ["POST"]\n\n'
+    routes += '[[gateway.routes]]\nprefix = "/_preview"\nmin_role = "editor"\nmethods = ["GET"]\n\n'
     text = ('[gateway]\nanonymous_tier = "anonymous"\n\n[gateway.tiers]\nanonymous = 10000\nadmin = 10000\n\n'
             f'{routes}[[gateway.keys]]\nid = "session-admin"\nkey = "{token}"\nrole = "admin"\ntier = "admin"\n')
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin token

@@ -256,12 +256,44 @@ async def test_browsers_on_other_sites_get_cors(send: Send, edge: Edge, origin: 
     assert page.header("access-control-allow-origin") is None
 
 
+async def test_a_method_the_route_does_not_serve_is_a_405_at_the_edge(nursery: trio.Nursery,
+                                                                      origin: OriginStub) -> None:
+    """Seed 002's 405 with Allow, for anonymous and keyed clients alike, before credentials and
+    without the origin; GraphQL's in its own error shape; preflights and reads unchanged."""
+    gateway = {**GATEWAY, "routes": [{"prefix": "/api/v3", "public": True, "methods": ["GET"]},
+                                     {"prefix": "/graphql", "public": True, "post_reads": True,
+                                      "methods": ["GET", "POST"]}]}
+    edge = await start_edge(nursery, ProxyConfig(origin_port=origin.port, purge_token="purge-token",
+                                                 gateway=parse_gateway(gateway, source="test")))
+    freeze(edge, NOW * NS)
+    for method, headers in (("POST", []), ("PUT", []), ("DELETE", [key(ADMIN_KEY)])):
+        r = await fetch(edge.port, method, "/api/v3/contents",
+                        [("content-type", "application/vnd.api+json"), *headers], b"{}")
+        assert (r.status, r.header("allow")) == (405, b"GET, HEAD"), method
+        assert json.loads(r.body)["errors"][0]["code"] == "METHOD_NOT_ALLOWED"
+        assert r.header("x-ratelimit-limit") is None  # refused before anyone is charged
+    gql = await fetch(edge.port, "PUT", "/graphql", [("content-type", "application/json")], b"{}")
+    assert (gql.status, gql.header("allow")) == (405, b"GET, POST, HEAD")
+    assert json.loads(gql.body)["errors"][0]["extensions"] == {"code": "VALIDATION_ERROR", "statusCode": 405}
+    preflight = await fetch(edge.port, "OPTIONS", "/api/v3/contents",
+                            [("origin", "https://app.example"), ("access-control-request-method", "GET")])
+    assert preflight.status == 204
+    assert (await fetch(edge.port, "GET", "/api/v3/contents")).status == 200
+    assert (await fetch(edge.port, "POST", "/graphql", [("content-type", "application/json")], b"{}")).status == 200
+    assert len(origin.requests_for("/api/v3/contents")) == 1
+
+
 def test_flowcms_up_opens_graphql_posts_and_nothing_else(tmp_path: Path) -> None:
-    """The gateway ``flowcms up`` writes: /graphql reads by POST too; no other route does."""
+    """The gateway ``flowcms up`` writes: /graphql reads by POST too; no other route does; the
+    read-only APIs refuse other methods with a 405 at the edge."""
     with open(_edge_config(Store(tmp_path / "state"), "t" * 32), "rb") as f:
         config = parse_gateway(tomllib.load(f)["gateway"], source="edge.toml")
     assert {r.prefix for r in config.routes if r.post_reads} == {"/graphql"}
     assert next(r for r in config.routes if r.prefix == "/graphql").public
+    methods = {r.prefix: r.methods for r in config.routes}
+    assert methods["/api/v3"] == methods["/public/feed"] == methods["/v1/flow"] == ("GET", "HEAD")
+    assert methods["/graphql"] == ("GET", "POST", "HEAD")
+    assert methods["/api/v3/rollback"] == ("POST",)
 
 
 async def test_cache_hits_are_still_authenticated_and_counted(send: Send, edge: Edge, origin: OriginStub) -> None:

@@ -223,7 +223,7 @@ def _key(**fields: Any) -> dict[str, Any]:
     ({"routes": [{"prefix": "/a", "public": "yes"}]}, r"gateway.routes\[0\].public must be true or false"),
     ({"routes": [{"prefix": "/a", "min_role": "owner"}]},
      r"gateway.routes\[0\].min_role must be one of viewer, editor, admin, not 'owner'"),
-    ({"routes": [{"prefix": "/a", "methods": ["GET"]}]}, r"unknown setting gateway.routes\[0\].methods"),
+    ({"routes": [{"prefix": "/a", "verbs": ["GET"]}]}, r"unknown setting gateway.routes\[0\].verbs"),
     ({"anonymous_tier": None}, r"gateway.anonymous_tier is needed: route '/api/v3/' is public"),
     ({"anonymous_tier": "gold"}, r"gateway.anonymous_tier 'gold' is not a tier \(known: anonymous, enterprise"),
     ({"keys": {"id": "x"}}, r"gateway.keys must be a list of tables"),
@@ -369,6 +369,27 @@ def test_post_reads_opens_post_on_a_public_route() -> None:
     denied(auth(gw, b"/private", bearer(VIEWER_KEY), method=b"POST"), 403, "FORBIDDEN")  # and its role
     with pytest.raises(ConfigError, match=r"gateway.routes\[0\].post_reads must be true or false"):
         parse_gateway(table(routes=[{"prefix": "/graphql", "post_reads": "yes"}]), source="test.toml")
+
+
+def test_methods_refuse_the_others_with_405_before_credentials() -> None:
+    """A route's ``methods``: any other method is a 405 with Allow (HEAD comes with GET), before
+    credentials are asked for, so an anonymous write to a read-only API learns the method is
+    wrong, not that it needs a key; GraphQL routes answer in GraphQL's error codes."""
+    routes = [{"prefix": "/api/v3", "public": True, "methods": ["get"]},
+              {"prefix": "/graphql", "public": True, "post_reads": True, "methods": ["GET", "POST"]},
+              {"prefix": "/open", "public": True}]
+    gw = gateway(routes=routes)
+    for method, key in ((b"POST", None), (b"DELETE", bearer(ADMIN_KEY)), (b"OPTIONS", None)):
+        deny = denied(auth(gw, b"/api/v3/contents", key, method=method), 405, "METHOD_NOT_ALLOWED", "allowed: GET, HEAD")
+        assert deny.headers == ((b"allow", b"GET, HEAD"),)
+    assert identity(auth(gw, b"/api/v3/contents", None, method=b"HEAD")).subject is None
+    gql = denied(auth(gw, b"/graphql", None, method=b"PUT"), 405, "VALIDATION_ERROR")
+    assert gql.headers == ((b"allow", b"GET, POST, HEAD"),)
+    assert identity(auth(gw, b"/graphql", None, method=b"POST")).subject is None
+    denied(auth(gw, b"/open", None, method=b"POST"), 401, "UNAUTHENTICATED")  # no methods: any, judged as before
+    for bad in ([], "GET", ["GET", 5], ["GE T"]):
+        with pytest.raises(ConfigError, match=r"gateway.routes\[0\].methods must be a non-empty list"):
+            parse_gateway(table(routes=[{"prefix": "/x", "methods": bad}]), source="test.toml")
 
 
 def test_api_keys_are_found_by_their_hash() -> None:
