@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import blake3
 
@@ -217,6 +217,22 @@ def content_type_problem(content_type: str | None) -> str | None:
     lacking = _unsupported_extensions(params)
     if lacking:
         return f"this server supports no JSON:API extensions (got ext {_shown(lacking[0])})"
+    return None
+
+
+def undecodable_parameter(raw_query: bytes) -> str | None:
+    """The name of the first query parameter whose name or value is not UTF-8 once percent-decoded
+    (``search=%ff``), or None. Servers decode such bytes into other text (Werkzeug re-quotes them:
+    ``%FF``), which would search for something the client never sent: a 400 instead."""
+    if b"%" not in raw_query and raw_query.isascii():
+        return None  # the common case, cheaply: nothing to decode
+    for pair in raw_query.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        try:
+            unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
+            unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return unquote(name.decode("latin-1"), errors="replace")[:100]
     return None
 
 

@@ -159,7 +159,7 @@ class FastLane:
         if args is None:
             return False
         http = ApiRequest(method=scope["method"], path=path, args=args, accept=accept, content_type=content_type,
-                          role=role,
+                          raw_query=query, role=role,
                           request_id=_text(headers.get(b"x-request-id")))
         answer = await self.rest.dispatch(handler, media_type, params, http)
         stored = rest_stored(answer)

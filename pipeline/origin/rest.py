@@ -84,6 +84,8 @@ class ApiRequest:
     accept: str | None = None
     content_type: str | None = None
     """JSON:API 1.1: its media type with foreign parameters here is a 415, GET included."""
+    raw_query: bytes = b""
+    """As received: a parameter that is not UTF-8 once decoded is a 400, not other text."""
     if_none_match: str | None = None
     role: str | None = None
     """The gateway's role header as received (``jsonapi.role_of`` decides what it grants)."""
@@ -151,6 +153,7 @@ def _view(api: RestApi, handler: Handler | None, media_type: str) -> Callable[..
         headers = request.headers
         http = ApiRequest(method=request.method, path=request.path, args=tuple(request.args.items(multi=True)),
                           accept=headers.get("Accept"), content_type=headers.get("Content-Type"),
+                          raw_query=request.query_string,
                           if_none_match=headers.get("If-None-Match"),
                           role=headers.get(ROLE_HEADER), request_id=headers.get("X-Request-Id"))
         return _response(await api.dispatch(handler, media_type, params, http))
@@ -194,6 +197,10 @@ class RestApi:
             if req.method not in ("GET", "HEAD"):
                 raise ApiError(405, f"{req.method} is not allowed here: the delivery API is read-only",
                                allow=ALLOW)
+            undecodable = jsonapi.undecodable_parameter(http.raw_query)
+            if undecodable is not None:
+                raise ApiError(400, f"query parameter {undecodable!r} is not UTF-8 once percent-decoded",
+                               parameter=undecodable)
             is_jsonapi = media_type == JSONAPI_MEDIA_TYPE
             problem = jsonapi.content_type_problem(http.content_type) if is_jsonapi else None
             if problem is not None:

@@ -316,12 +316,16 @@ async def test_query_errors_name_the_parameter(client: httpx.AsyncClient) -> Non
         ("/api/v3/authors?limit=5", "BAD_REQUEST", "limit"),
         ("/api/v3/tags?x=1", "BAD_REQUEST", "x"),
         ("/api/v3/media?x=1", "BAD_REQUEST", "x"),
+        ("/api/v3/contents?search=%ff", "BAD_REQUEST", "search"),  # not UTF-8: not searched for as "%FF"
+        ("/api/v3/contents?limit=2&tag=caf%E9", "BAD_REQUEST", "tag"),
+        ("/public/feed/x?cursor=%C3%28", "BAD_REQUEST", "cursor"),
     ]
     for url, code, parameter in cases:
         r = await client.get(url)
         error = error_of(r, 400, code, parameter)
         assert r.headers["cache-control"] == "no-store", url
         assert parameter in error["detail"] or code == "BAD_CURSOR", error
+    assert (await client.get("/api/v3/contents?search=%25FF")).status_code == 200  # a literal "%FF" is fine
     page = (await client.get("/api/v3/contents?limit=2&sort=title")).json()
     cursor = page["links"]["next"].split("cursor=", 1)[1]
     other = await client.get(f"/api/v3/contents?limit=2&sort=-publishedAt&cursor={cursor}")

@@ -201,6 +201,16 @@ def test_is_acceptable(accept: str | None, jsonapi_ok: bool, json_ok: bool) -> N
     assert jsonapi.is_acceptable(accept, jsonapi=False) is json_ok
 
 
+@pytest.mark.parametrize(("raw", "name"), [
+    (b"", None), (b"limit=2&search=caf%C3%A9", None), (b"search=%25FF", None), (b"search=+a+b", None),
+    (b"search=%ff", "search"), (b"limit=2&tag=caf%E9", "tag"), (b"%ff=1", "\ufffd"),
+    (b"fields%5Bcontents%5D=%C3%28", "fields[contents]"),
+])
+def test_undecodable_parameter(raw: bytes, name: str | None) -> None:
+    """Percent-escapes that are not UTF-8 name their parameter (a 400), not other text."""
+    assert jsonapi.undecodable_parameter(raw) == name
+
+
 @pytest.mark.parametrize(("content_type", "refused"), [
     (None, False),
     ("application/json", False),
