@@ -146,7 +146,7 @@ _PARAMETERS: dict[str, Schema] = {
     "authorId": _query("authorId", "only entries by this author key"),
     "dateFrom": _query("dateFrom", "publishedAt ≥ this ISO 8601 date or date-time (inclusive)"),
     "dateTo": _query("dateTo", "publishedAt ≤ this ISO 8601 date or date-time (a plain date: the whole day)"),
-    "sort": _query("sort", "order of the list", {"enum": list(SORTS), "default": "-publishedAt"}),
+    "sort": _query("sort", "order of the list; updatedAt orders an entry never updated (updatedAt null) by its publishedAt", {"enum": list(SORTS), "default": "-publishedAt"}),
     "limit": _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                                            "default": DEFAULT_LIMIT}),
     "cursor": _query("cursor", "the opaque cursor of links.next (keyset: stable while entries are published)"),
