@@ -545,6 +545,8 @@ class GraphQLApi:
         headers = {"Content-Type": response_type(accept), "X-Build": build_id}
         if outcome.status == 405:
             headers["Allow"] = ALLOW
+        elif outcome.status == 401:  # RFC 9110 §15.5.2: a 401 names its challenge
+            headers["WWW-Authenticate"] = 'Bearer realm="flowcms"'
         deterministic = not outcome.failures and outcome.status < 500 and outcome.status != 429
         if not queries_only:
             headers["Cache-Control"] = "no-store"

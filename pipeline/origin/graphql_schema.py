@@ -451,6 +451,10 @@ def _contents(_root: None, info: GraphQLResolveInfo, **args: Any) -> dict[str, A
     status = filters.get("status")
     drafts = ctx.drafts_visible()
     if status not in (None, "PUBLISHED") and not drafts:
+        ctx.uses_viewer = True  # 401 for nobody, 403 for someone without the role
+        if ctx.viewer.subject is None and ctx.viewer.role is None:  # seed 001: no credential is UNAUTHENTICATED
+            raise ApiError(ErrorCode.UNAUTHENTICATED, f"reading {status} entries needs a signed-in editor or "
+                                                      "admin: send Authorization: Bearer <API key or token>")
         raise ApiError(ErrorCode.FORBIDDEN, f"reading {status} entries needs the editor or admin role")
     query_sort, cursor = sort, after
     if backward:

@@ -48,6 +48,7 @@ SHORT_CACHE_CONTROL = "public, max-age=0, s-maxage=60"
 NO_STORE = "no-store"
 ALLOW = "GET, HEAD"
 ROLE_HEADER = "X-Flowcms-Role"
+SUBJECT_HEADER = "X-Flowcms-Subject"  # who the gateway vouches for (absent with the role: anonymous)
 #: Roles the gateway sets after authentication (it strips any client-sent copy).
 EDITOR_ROLES = frozenset({"editor", "admin"})
 DEFAULT_LIMIT = 20
@@ -283,7 +284,8 @@ class SingleParams:
     content_type: str | None = None
 
 
-def parse_list_params(args: Sequence[tuple[str, str]], *, posts: bool, role: str | None) -> ListParams:
+def parse_list_params(args: Sequence[tuple[str, str]], *, posts: bool, role: str | None,
+                      anonymous: bool = False) -> ListParams:
     """``GET /api/v3/contents`` (or ``/posts``, fixed to contentType blog) query → ListParams."""
     if posts and any(name == "contentType" for name, _ in args):
         raise ApiError(400, "/api/v3/posts lists contentType blog only; use /api/v3/contents?contentType=…",
@@ -296,6 +298,9 @@ def parse_list_params(args: Sequence[tuple[str, str]], *, posts: bool, role: str
         if status not in STATUSES:
             raise ApiError(400, f"status must be one of {', '.join(STATUSES)}", parameter="status")
         if status != "published":
+            if role is None and anonymous:  # seed 002: a missing credential is a 401, not a 403
+                raise ApiError(401, f"{status} entries are not public: send Authorization: Bearer with an "
+                                    "editor's API key or token", parameter="status")
             if role is None:
                 raise ApiError(403, f"{status} entries need an editor token (drafts are not public)",
                                parameter="status")
@@ -626,5 +631,7 @@ def error_answer(error: ApiError, *, method: str, media_type: str, build_id: str
     else:
         cache_control = NO_STORE
     extra = [("Allow", error.allow)] if error.allow else []
+    if error.status == 401:  # RFC 9110 §15.5.2: a 401 names its challenge
+        extra.append(("WWW-Authenticate", 'Bearer realm="flowcms"'))
     return respond(error.status, error_document(error), method=method, media_type=media_type,
                    cache_control=cache_control, keys=error.keys, build_id=build_id, vary=vary, extra=extra)

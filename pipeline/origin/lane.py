@@ -56,7 +56,7 @@ from pipeline.origin.graphql_api import (
     wants_html,
 )
 from pipeline.origin.graphql_schema import ApiError as GraphQLError
-from pipeline.origin.jsonapi import JSONAPI_MEDIA_TYPE, ROLE_HEADER, Answer
+from pipeline.origin.jsonapi import JSONAPI_MEDIA_TYPE, ROLE_HEADER, SUBJECT_HEADER, Answer
 from pipeline.origin.live import LiveIndex
 from pipeline.origin.rest import ApiRequest, Handler, RestApi
 
@@ -69,6 +69,7 @@ Route = tuple[Handler, str, dict[str, str]]
 
 GRAPHQL_PATH = "/graphql"
 _ROLE = ROLE_HEADER.lower().encode()
+_SUBJECT = SUBJECT_HEADER.lower().encode()
 _DEFAULT_TYPE = "text/html; charset=utf-8"  # Quart's Response default, for an answer without one
 
 
@@ -148,8 +149,9 @@ class FastLane:
         if_none_match = _text(headers.get(b"if-none-match"))
         head = scope["method"] == "HEAD"
         content_type = _text(headers.get(b"content-type"))
+        subject = _text(headers.get(_SUBJECT))
         generation, key, stored = self._lookup(lambda: (
-            "rest", path, query, jsonapi.role_of(role),
+            "rest", path, query, jsonapi.role_of(role), not (role or subject),
             jsonapi.is_acceptable(accept, jsonapi=media_type == JSONAPI_MEDIA_TYPE),
             content_type is not None and jsonapi.content_type_problem(content_type)))
         if stored is not None:
@@ -159,7 +161,7 @@ class FastLane:
         if args is None:
             return False
         http = ApiRequest(method=scope["method"], path=path, args=args, accept=accept, content_type=content_type,
-                          raw_query=query, role=role,
+                          raw_query=query, role=role, subject=subject,
                           request_id=_text(headers.get(b"x-request-id")))
         answer = await self.rest.dispatch(handler, media_type, params, http)
         stored = rest_stored(answer)

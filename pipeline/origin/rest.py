@@ -45,6 +45,7 @@ from pipeline.origin.jsonapi import (
     NO_STORE,
     ROLE_HEADER,
     SHORT_CACHE_CONTROL,
+    SUBJECT_HEADER,
     Answer,
     ApiError,
     MediaItem,
@@ -70,6 +71,7 @@ class _Request:
     args: tuple[tuple[str, str], ...]
     if_none_match: str | None
     role: str | None
+    anonymous: bool = True  # no identity from the gateway: a 401 where an identity would get a 403
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +86,8 @@ class ApiRequest:
     accept: str | None = None
     content_type: str | None = None
     """JSON:API 1.1: its media type with foreign parameters here is a 415, GET included."""
+    subject: str | None = None
+    """The gateway's X-Flowcms-Subject: with ``role``, whether the request is anonymous."""
     raw_query: bytes = b""
     """As received: a parameter that is not UTF-8 once decoded is a 400, not other text."""
     if_none_match: str | None = None
@@ -153,7 +157,7 @@ def _view(api: RestApi, handler: Handler | None, media_type: str) -> Callable[..
         headers = request.headers
         http = ApiRequest(method=request.method, path=request.path, args=tuple(request.args.items(multi=True)),
                           accept=headers.get("Accept"), content_type=headers.get("Content-Type"),
-                          raw_query=request.query_string,
+                          raw_query=request.query_string, subject=headers.get(SUBJECT_HEADER),
                           if_none_match=headers.get("If-None-Match"),
                           role=headers.get(ROLE_HEADER), request_id=headers.get("X-Request-Id"))
         return _response(await api.dispatch(handler, media_type, params, http))
@@ -188,7 +192,7 @@ class RestApi:
         """The one place where failures become answers."""
         req = _Request(
             method=http.method, path=quote(http.path, safe="/"), args=http.args, if_none_match=http.if_none_match,
-            role=jsonapi.role_of(http.role),
+            role=jsonapi.role_of(http.role), anonymous=not (http.role or http.subject),
         )
         vary = _CONTENT_VARY if http.path.startswith(("/api/v3/contents", "/api/v3/posts")) else _VARY
         try:
@@ -241,7 +245,7 @@ class RestApi:
         return await self._list(req, posts=True)
 
     async def _list(self, req: _Request, *, posts: bool) -> Answer:
-        params = jsonapi.parse_list_params(req.args, posts=posts, role=req.role)
+        params = jsonapi.parse_list_params(req.args, posts=posts, role=req.role, anonymous=req.anonymous)
         query = EntryQuery(**params.query)
 
         def read(snap: Snapshot) -> tuple[str, Any, dict[str, str], dict[str, dict[str, Any]], RecordCache]:

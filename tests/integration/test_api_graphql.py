@@ -270,8 +270,12 @@ async def test_every_error_code(store: Store, monkeypatch: pytest.MonkeyPatch) -
         assert_seed_error(r.json(), "NOT_FOUND", 404, ["media"])
 
         r = await post("{ contents(filter: {status: DRAFT}) { totalCount } }")
-        assert r.status_code == 403
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == 'Bearer realm="flowcms"'
         assert r.json()["data"] is None
+        assert_seed_error(r.json(), "UNAUTHENTICATED", 401, ["contents"])
+        r = await post("{ contents(filter: {status: DRAFT}) { totalCount } }", headers={"X-Flowcms-Role": "viewer"})
+        assert r.status_code == 403
         assert_seed_error(r.json(), "FORBIDDEN", 403, ["contents"])
         r = await post("{ contents(filter: {status: DRAFT}) { totalCount } }", headers={"X-Flowcms-Role": "editor"})
         assert r.status_code == 200

@@ -289,12 +289,17 @@ async def test_unpublished_entries_are_404_unless_editor(client: httpx.AsyncClie
 
 
 async def test_drafts_listing_needs_the_editor_role(client: httpx.AsyncClient, published: Store) -> None:
+    """Seed 002: anonymous (no credential) is a 401 with a Bearer challenge; a viewer's or a
+    role-less token's identity is a 403; an editor lists them, uncached."""
     for status in ("draft", "archived", "DRAFT"):
         r = await client.get(f"/api/v3/contents?status={status}")
-        error_of(r, 403, "FORBIDDEN", "status")
+        error_of(r, 401, "UNAUTHENTICATED", "status")
+        assert r.headers["www-authenticate"] == 'Bearer realm="flowcms"'
         assert r.headers["cache-control"] == "no-store"
         viewer = await client.get(f"/api/v3/contents?status={status}", headers={"X-Flowcms-Role": "viewer"})
-        assert viewer.status_code == 403
+        error_of(viewer, 403, "FORBIDDEN", "status")
+        roleless = await client.get(f"/api/v3/contents?status={status}", headers={"X-Flowcms-Subject": "sam"})
+        assert roleless.status_code == 403
         editor = await client.get(f"/api/v3/contents?status={status}", headers={"X-Flowcms-Role": "editor"})
         assert editor.status_code == 200
         assert editor.headers["cache-control"] == "no-store"

@@ -89,6 +89,7 @@ def cases(entry_id: str, media_id: str) -> list[Case]:
         ("GET", "/api/v3/contents", b"limit=1&limit=2", (), "hit"),
         ("GET", "/api/v3/contents", b"status=draft", (), "hit"),
         ("GET", "/api/v3/contents", b"status=draft", editor, "hit"),
+        ("GET", "/api/v3/contents", b"status=draft", (("X-Flowcms-Role", "viewer"),), "hit"),  # 403, not 401
         ("GET", "/api/v3/posts", b"limit=abc", (), "hit"),
         ("GET", "/api/v3/posts", b"limit=", (), "hit"),
         ("GET", "/api/v3/posts", b"sort=title&limit=2&include=author&fields%5Bcontents%5D=title", (), "hit"),
@@ -124,6 +125,8 @@ def cases(entry_id: str, media_id: str) -> list[Case]:
         ("GET", "/graphql", q(LIST_QUERY), (("Accept", "text/html"),), "hit"),
         ("GET", "/graphql", q("{ contents(filter: {status: DRAFT}) { totalCount } }"), (), "hit"),
         ("GET", "/graphql", q("{ contents(filter: {status: DRAFT}) { totalCount } }"), editor, "hit"),
+        ("GET", "/graphql", q("{ contents(filter: {status: DRAFT}) { totalCount } }"),
+         (("X-Flowcms-Subject", "sam"),), "hit"),
         ("GET", "/graphql", q("{ currentUser { id name } }"), (), "hit"),
         ("GET", "/graphql", q("{ currentUser { id name } }"), (("X-Flowcms-Subject", "ada"),), "hit"),
         ("GET", "/graphql", q("{ currentUser { id name } }"), (("X-Flowcms-Subject", "bob"),), "hit"),
@@ -197,7 +200,7 @@ async def test_lane_answers_exactly_as_quart_with_the_cache_off_missing_and_hitt
             for app in (plain, cached):
                 got = await call(app, method, path, query, conditional)
                 assert_same(expected, got, head=method == "HEAD", what=f"{what} If-None-Match: {if_none_match}")
-    assert set(statuses) == {200, 400, 403, 404, 405, 406, 422}  # the cases cover every kind of answer
+    assert set(statuses) == {200, 400, 401, 403, 404, 405, 406, 422}  # the cases cover every kind of answer
 
 
 def post_cases() -> list[tuple[tuple[tuple[str, str], ...], list[bytes], str]]:
@@ -222,6 +225,8 @@ def post_cases() -> list[tuple[tuple[tuple[str, str], ...], list[bytes], str]]:
                        operationName="B"), "hit"),
         (as_json, body(query="{ contents(filter: {status: DRAFT}) { totalCount } }"), "hit"),
         (editor, body(query="{ contents(filter: {status: DRAFT}) { totalCount } }"), "hit"),
+        ((*as_json, ("X-Flowcms-Subject", "sam")), body(query="{ contents(filter: {status: DRAFT}) { totalCount } }"),
+         "hit"),
         ((*as_json, ("X-Flowcms-Subject", "ada")), body(query="{ currentUser { id name } }"), "hit"),
         (as_json, body(query="{ contents { nope } }"), "hit"),
         (as_json, body(query='mutation { deleteContent(id: "x") }'), "hit"),
@@ -249,7 +254,7 @@ async def test_lane_answers_graphql_posts_exactly_as_quart(published: Store) -> 
         expected = await call(quart, "POST", "/graphql", b"", headers, body)
         statuses.append(expected.status)
         await assert_lane_answers(expected, plain, cached, expect, what, "POST", "/graphql", b"", headers, body)
-    assert set(statuses) == {200, 400, 403, 413, 415, 422}
+    assert set(statuses) == {200, 400, 401, 403, 413, 415, 422}
     answers = {(await call(cached, "POST", "/graphql", b"", (("Content-Type", "application/json"),),
                            [json.dumps({"query": "query($n: Int) { contents(first: $n) { totalCount edges"
                                         " { node { id } } } }", "variables": {"n": n}}).encode()])).body
@@ -423,7 +428,8 @@ async def test_roles_and_identities_get_their_own_answers(published: Store) -> N
                                headers={"X-Flowcms-Subject": subject})
             users.setdefault(subject, r.json()["data"]["currentUser"]["id"])
         assert users == {"ada": "ada", "bob": "bob"}
-        assert cache_of(app).hits == 4  # anonymous, editor, viewer (= anonymous), ada
+        # anonymous, editor, ada: a viewer has its own key (an identity gets 403 where anonymous gets 401)
+        assert cache_of(app).hits == 3
 
 
 async def test_graphql_errors_are_stored_but_load_refusals_are_not(published: Store) -> None:

@@ -232,14 +232,17 @@ def test_contents_search_uses_the_index_search(site: Site) -> None:
 
 
 def test_contents_drafts_need_the_editor_role(site: Site) -> None:
-    """Without an editor or admin role, asking for drafts is FORBIDDEN (data null, 403)."""
-    for role in (None, "viewer"):
+    """Drafts without an editor or admin role: seed 001's UNAUTHENTICATED (401) with no credential,
+    FORBIDDEN (403) for a signed-in viewer or a role-less subject; data null either way."""
+    for subject, role, code, status in ((None, None, "UNAUTHENTICATED", 401), ("x", "viewer", "FORBIDDEN", 403),
+                                        ("x", None, "FORBIDDEN", 403)):
         outcome = site.run("{ contents(filter: {status: DRAFT}) { totalCount } }",
-                           viewer=Viewer(subject="x" if role else None, role=role))
-        assert outcome.status == 403
+                           viewer=Viewer(subject=subject, role=role))
+        assert outcome.status == status
         assert outcome.document["data"] is None
-        assert error_of(outcome)["extensions"] == {"code": "FORBIDDEN", "statusCode": 403, "path": ["contents"]}
+        assert error_of(outcome)["extensions"] == {"code": code, "statusCode": status, "path": ["contents"]}
         assert error_of(outcome)["path"] == ["contents"]
+        assert outcome.uses_viewer  # the refusal depends on who asks
 
 
 def test_contents_editors_see_drafts_and_the_answer_depends_on_them(site: Site) -> None:
