@@ -128,8 +128,9 @@ _DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 405: "Method
 
 def denial_reply(deny: Deny, route: Route) -> Reply:
     """A gateway denial in its API's own error style: GraphQL ``errors[].extensions`` on a GraphQL
-    route, JSON:API ``errors[]`` elsewhere (seed 001's codes); WWW-Authenticate, Retry-After and
-    X-RateLimit-* come with the denial."""
+    route, ``errors[]`` objects elsewhere (seed 001's codes; as ``application/vnd.api+json`` under
+    ``/api``, plain JSON on the feed's routes); WWW-Authenticate, Retry-After and X-RateLimit-*
+    come with the denial."""
     if route.graphql:
         document: dict[str, Any] = {"data": None, "errors": [{"message": deny.message, "extensions": {
             "code": deny.code, "statusCode": deny.status}}]}
@@ -137,7 +138,8 @@ def denial_reply(deny: Deny, route: Route) -> Reply:
     else:
         document = {"errors": [{"status": str(deny.status), "code": deny.code,
                                 "title": _DENIAL_TITLES.get(deny.status, deny.code), "detail": deny.message}]}
-        media_type = b"application/vnd.api+json"
+        # the JSON:API media type where the API is JSON:API (/api…); the feed's errors are plain JSON
+        media_type = b"application/vnd.api+json" if route.prefix.startswith(b"/api") else b"application/json"
     return Reply(deny.status, [(b"content-type", media_type), (b"cache-control", b"no-store"), *deny.headers],
                  json.dumps(document).encode())
 

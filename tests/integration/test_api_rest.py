@@ -568,9 +568,11 @@ def test_gateway_refusals_fit_the_openapi_error_document(status: int, code: str)
     from edgeproxy.replies import denial_reply
 
     doc = openapi.document()
-    reply = denial_reply(Deny(status, code, "refused"), Route(prefix=b"/api/v3", public=True,
-                                                              min_role=Role.VIEWER, graphql=False))
-    assert openapi.validate(json.loads(reply.body), doc["components"]["schemas"]["ErrorDocument"], doc) == []
+    for prefix, media_type in ((b"/api/v3", b"application/vnd.api+json"), (b"/public/feed", b"application/json")):
+        reply = denial_reply(Deny(status, code, "refused"), Route(prefix=prefix, public=True,
+                                                                  min_role=Role.VIEWER, graphql=False))
+        assert openapi.validate(json.loads(reply.body), doc["components"]["schemas"]["ErrorDocument"], doc) == []
+        assert (b"content-type", media_type) in reply.fields  # the media type of that API's own errors
     if status != 413:  # 413 is about request bodies, which these GET operations do not take
         assert all(str(status) in op["get"]["responses"] for op in doc["paths"].values())
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
