@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from pipeline.origin import graphql_api, preview, rest
 from pipeline.origin.answer_cache import AnswerCache
+from pipeline.origin.jsonapi import Answer
 from pipeline.origin.lane import FastLane
 from pipeline.origin.live import LiveIndex
-from pipeline.origin.static import LiveSite
+from pipeline.origin.static import NOT_FOUND_CACHE_CONTROL, LiveSite
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -36,6 +38,15 @@ def answer_cache_enabled(flag: bool | None = None) -> bool:
     if flag is not None:
         return flag
     return os.environ.get(ANSWER_CACHE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def api_host_alias(path: str, query: bytes) -> Answer:
+    """Seed 000 fetches ``https://api.flowcms.io/v3/posts`` (the API host's view of
+    ``/api/v3/posts``): where the site has no page at a ``/v3/`` path, a 308 to the ``/api/v3/``
+    URL (method and body kept; the query too). A page there wins, so no site loses a URL."""
+    target = quote("/api" + path, safe="/:@!$&'()*+,;=-._~") + ("?" + query.decode("latin-1") if query else "")
+    return Answer(308, [("Location", target), ("Cache-Control", NOT_FOUND_CACHE_CONTROL),
+                        ("Content-Type", "text/plain; charset=utf-8")], f"308: see {target}\n".encode())
 
 
 def create_app(store: Store, *, publisher: Publisher | None = None, admin_token: str | None = None,
@@ -67,6 +78,8 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
             return await rest.unrouted(rest_api, api_media_type)
         answer = site.answer(request.method, request.path, request.headers.get("If-None-Match"),
                              request.headers.get("If-Modified-Since"))
+        if answer.status == 404 and request.path.startswith("/v3/"):
+            answer = api_host_alias(request.path, request.query_string)
         response = Response(answer.body, status=answer.status)
         if answer.status in (301, 304):
             # RFC 9110 §15.4.5: a 304 carries validators and caching headers, no content headers

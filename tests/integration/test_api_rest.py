@@ -167,6 +167,12 @@ async def test_seed_example_posts_published_limit_20(client: httpx.AsyncClient, 
     assert upper.json()["data"] == doc["data"]
     default = await client.get("/api/v3/contents")
     assert len(default.json()["data"]) == 20
+    # seed 000's fetch URL, the API host's /v3/posts: a 308 to /api/v3/posts with the query kept
+    alias = await client.get("/v3/posts?status=published&limit=20")
+    assert (alias.status_code, alias.headers["location"]) == (308, "/api/v3/posts?status=published&limit=20")
+    followed = await client.get("/v3/posts?status=published&limit=20", follow_redirects=True)
+    assert followed.json()["data"] == doc["data"]
+    assert (await client.get("/v2/posts")).status_code == 404  # the site's own 404 elsewhere
 
 
 FILTERS: list[tuple[str, Callable[[Record], bool]]] = [
