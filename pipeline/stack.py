@@ -141,7 +141,7 @@ def _edge_config(store: Store, token: str) -> Path:
     path = store.root / "edge.toml"
     # The delivery APIs are read-only: another method is a 405 at the edge, whoever asks.
     routes = "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\npublic = true\nmethods = ["GET"]\n\n'
-                     for prefix in ("/api/v3", "/public/feed", "/v1/flow"))
+                     for prefix in ("/api/v3", "/public/feed", "/v1/flow", "/v3"))  # /v3: seed 000's alias
     # GraphQL clients POST their queries (the schema has no mutations): reads too
     routes += '[[gateway.routes]]\nprefix = "/graphql"\npublic = true\npost_reads = true\nmethods = ["GET", "POST"]\n\n'
     routes += '[[gateway.routes]]\nprefix = "/api/v3/publish"\nmin_role = "admin"\nmethods = ["GET", "POST"]\n\n'

@@ -291,7 +291,7 @@ def test_flowcms_up_opens_graphql_posts_and_nothing_else(tmp_path: Path) -> None
     assert {r.prefix for r in config.routes if r.post_reads} == {"/graphql"}
     assert next(r for r in config.routes if r.prefix == "/graphql").public
     methods = {r.prefix: r.methods for r in config.routes}
-    assert methods["/api/v3"] == methods["/public/feed"] == methods["/v1/flow"] == ("GET", "HEAD")
+    assert methods["/api/v3"] == methods["/public/feed"] == methods["/v1/flow"] == methods["/v3"] == ("GET", "HEAD")
     assert methods["/graphql"] == ("GET", "POST", "HEAD")
     assert methods["/api/v3/rollback"] == ("POST",)
 
