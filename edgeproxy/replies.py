@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from edgeproxy import policy
@@ -117,10 +118,14 @@ def choose_request_id(given: bytes | None) -> bytes:
 
 
 def error_reply(status: int, code: str, message: str) -> Reply:
-    body = json.dumps({"errors": [{"status": str(status), "code": code, "detail": message}]}).encode()
+    """The edge's own error answer (400, 431, 502, …): the same error object as the APIs', title included."""
+    title = _DENIAL_TITLES.get(status) or _PHRASES.get(status, code)
+    body = json.dumps({"errors": [{"status": str(status), "code": code, "title": title,
+                                   "detail": message}]}).encode()
     return Reply(status, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body)
 
 
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 # JSON:API titles of the gateway's denials (the origin's jsonapi.ERRORS says the same)
 _DENIAL_TITLES = {401: "Authentication required", 403: "Forbidden", 405: "Method not allowed",
                   413: "Payload too large", 429: "Too many requests"}
