@@ -137,7 +137,8 @@ def denial_reply(deny: Deny, route: Route) -> Reply:
     ``/api``, plain JSON on the feed's routes); WWW-Authenticate, Retry-After and X-RateLimit-*
     come with the denial."""
     if route.graphql:
-        document: dict[str, Any] = {"data": None, "errors": [{"message": deny.message, "extensions": {
+        # refused before execution: no "data" entry (GraphQL spec §7.1.1), as the origin's refusals
+        document: dict[str, Any] = {"errors": [{"message": deny.message, "extensions": {
             "code": deny.code, "statusCode": deny.status}}]}
         media_type = b"application/json"
     else:

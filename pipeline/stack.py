@@ -143,7 +143,7 @@ def _edge_config(store: Store, token: str) -> Path:
     routes = "".join(f'[[gateway.routes]]\nprefix = "{prefix}"\npublic = true\nmethods = ["GET"]\n\n'
                      for prefix in ("/api/v3", "/public/feed", "/v1/flow", "/v3"))  # /v3: seed 000's alias
     # GraphQL clients POST their queries (the schema has no mutations): reads too
-    routes += '[[gateway.routes]]\nprefix = "/graphql"\npublic = true\npost_reads = true\nmethods = ["GET", "POST"]\n\n'
+    routes += '[[gateway.routes]]\nprefix = "/graphql"\npublic = true\npost_reads = true\nmethods = ["GET", "POST", "OPTIONS"]\n\n'
     routes += '[[gateway.routes]]\nprefix = "/api/v3/publish"\nmin_role = "admin"\nmethods = ["GET", "POST"]\n\n'
     routes += '[[gateway.routes]]\nprefix = "/api/v3/rollback"\nmin_role = "admin"\nmethods = ["POST"]\n\n'
     routes += '[[gateway.routes]]\nprefix = "/_preview"\nmin_role = "editor"\nmethods = ["GET"]\n\n'

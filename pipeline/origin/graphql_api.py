@@ -74,7 +74,7 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from pipeline.errors import PipelineError, QueryError
+from pipeline.errors import QueryError
 from pipeline.index import MAX_LIMIT
 from pipeline.origin.conditional import none_match
 from pipeline.origin.graphql_schema import (
@@ -112,6 +112,12 @@ MAX_DEPTH = 10
 #: The most expensive query accepted (see ``measure``): a page of 100 entries with their
 #: author, media and featured image costs about 1,500; alias floods and nested lists far more.
 MAX_COST = 5_000
+#: An operation that only asks about the schema (``__schema``/``__type`` at its root) gets these
+#: instead: the introspection query of GraphiQL, Apollo and codegen tools (graphql-core's
+#: ``get_introspection_query``: depth 15, cost 16,424) must pass, and a nest of
+#: ``fields { type { fields …`` still costs ten times more per level and is refused.
+MAX_INTROSPECTION_DEPTH = 20
+MAX_INTROSPECTION_COST = 20_000
 #: Lists without first/last (tags, media, authors, introspection) count as this many items.
 LIST_SIZE_ESTIMATE = 10
 #: A query text longer than this is refused (413): real queries are a few KB.
@@ -176,15 +182,15 @@ def execute_request(
     try:
         document, valid = _parsed(gql.query)
     except GraphQLSyntaxError as exc:
-        return _outcome(None, [_coded(exc, ErrorCode.VALIDATION_ERROR, status=400)])
+        return _request_error([_coded(exc, ErrorCode.VALIDATION_ERROR, status=400)])
     operation = get_operation_ast(document, gql.operation_name)
     if queries_only and operation is not None and operation.operation is not OperationType.QUERY:
         message = f"a {operation.operation.value} cannot be sent with GET: use POST"
-        return _outcome(None, [_coded(GraphQLError(message, operation), ErrorCode.VALIDATION_ERROR, status=405)])
+        return _request_error([_coded(GraphQLError(message, operation), ErrorCode.VALIDATION_ERROR, status=405)])
     errors = (_limit_errors(document, operation, gql.variables or {}) if operation is not None else []) \
         or ([] if valid else validate(SCHEMA, document))
     if errors:
-        return _outcome(None, [_coded(error, ErrorCode.VALIDATION_ERROR) for error in errors])
+        return _request_error([_coded(error, ErrorCode.VALIDATION_ERROR) for error in errors])
     context = Execution(snapshot, viewer, catalogue)
     # No awaitable checks (check_sync=False): every resolver is synchronous (DEPS.md: async
     # ones break under trio; a test holds the schema to it), and checking every value of a
@@ -193,6 +199,8 @@ def execute_request(
                           operation_name=gql.operation_name, check_sync=False)
     assert isinstance(result, ExecutionResult)
     errors = [_classified(error) for error in result.errors or ()]
+    if result.data is None and errors and not any(error.path for error in errors):
+        return _request_error(errors)  # variables that do not fit, no such operation: execution never began
     failures = tuple(error.original_error for error in errors if error.original_error is not None
                      and (error.extensions or {}).get("code") == ErrorCode.INTERNAL_ERROR)
     return _outcome(result.data, errors, keys=tuple(context.keys), uses_viewer=context.uses_viewer,
@@ -214,14 +222,27 @@ def _parsed(query: str) -> tuple[DocumentNode, bool]:
 def _limit_errors(
     document: DocumentNode, operation: OperationDefinitionNode, variables: dict[str, Any]
 ) -> list[GraphQLError]:
+    max_depth, max_cost = ((MAX_INTROSPECTION_DEPTH, MAX_INTROSPECTION_COST) if _introspection_only(operation)
+                           else (MAX_DEPTH, MAX_COST))
     depth, cost = measure(document, operation, variables)
     errors = []
-    if depth > MAX_DEPTH:
-        errors.append(GraphQLError(f"query depth {depth} exceeds the limit of {MAX_DEPTH}", operation))
-    if cost > MAX_COST:
-        errors.append(GraphQLError(f"query cost {cost} exceeds the limit of {MAX_COST}: ask for smaller"
+    if depth > max_depth:
+        errors.append(GraphQLError(f"query depth {depth} exceeds the limit of {max_depth}", operation))
+    if cost > max_cost:
+        errors.append(GraphQLError(f"query cost {cost} exceeds the limit of {max_cost}: ask for smaller"
                                    " pages (first/last) or fewer nested lists", operation))
     return errors
+
+
+def _introspection_only(operation: OperationDefinitionNode) -> bool:
+    """Every root field is ``__schema``, ``__type`` or ``__typename`` (fragments are not followed:
+    a spread at the root counts as data)."""
+    selections = operation.selection_set.selections
+    return bool(selections) and all(isinstance(node, FieldNode) and node.name.value in _INTROSPECTION_FIELDS
+                                    for node in selections)
+
+
+_INTROSPECTION_FIELDS = frozenset(("__schema", "__type", "__typename"))
 
 
 def _classified(error: GraphQLError) -> GraphQLError:
@@ -242,6 +263,13 @@ def _classified(error: GraphQLError) -> GraphQLError:
 def _coded(error: GraphQLError, code: ErrorCode, *, status: int | None = None) -> GraphQLError:
     error.extensions = {"code": str(code), "statusCode": code.status if status is None else status}
     return error
+
+
+def _request_error(errors: list[GraphQLError]) -> Outcome:
+    """A request refused before execution: no ``data`` entry at all (GraphQL spec §7.1.1;
+    GraphQL over HTTP reads its absence), the first error's status."""
+    document = {"errors": [format_error(error) for error in errors]}
+    return Outcome(document=document, status=int(document["errors"][0]["extensions"]["statusCode"]))
 
 
 def _outcome(data: dict[str, Any] | None, errors: list[GraphQLError], **kwargs: Any) -> Outcome:
@@ -266,8 +294,8 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
 
 
 def error_document(code: ErrorCode, message: str, *, status: int | None = None) -> dict[str, Any]:
-    """The document of a request refused before execution."""
-    return {"data": None, "errors": [format_error(_coded(GraphQLError(message), code, status=status))]}
+    """The document of a request refused before execution: no ``data`` (GraphQL spec §7.1.1)."""
+    return {"errors": [format_error(_coded(GraphQLError(message), code, status=status))]}
 
 
 # --------------------------------------------------------------------------- limits
@@ -288,6 +316,7 @@ def measure(
     defaults = {d.variable.name.value: int(d.default_value.value) for d in operation.variable_definitions or ()
                 if isinstance(d.default_value, IntValueNode)}
     memo: dict[tuple[str, int, int | None], tuple[int, int]] = {}
+    expanding: set[str] = set()  # fragments being walked on this path: a cycle through them adds nothing
 
     def page_size(node: FieldNode) -> int:
         for argument in node.arguments or ():
@@ -331,10 +360,13 @@ def measure(
                 fragment = fragments.get(node.name.value)
                 if fragment is None:
                     continue
+                if node.name.value in expanding:
+                    continue  # a cycle (F → G → F, which validation rejects): not walked again
                 if key not in memo:
-                    memo[key] = (depth, 0)  # a cycle (which validation rejects) adds nothing
+                    expanding.add(node.name.value)
                     condition = SCHEMA.get_type(fragment.type_condition.name.value)
                     memo[key] = walk(fragment.selection_set, condition, depth, page)
+                    expanding.discard(node.name.value)
                 inner = memo[key]
             else:
                 continue
@@ -382,8 +414,9 @@ def request_from_body(body: bytes, mimetype: str) -> GraphQLRequest:
         raise ApiError(ErrorCode.VALIDATION_ERROR, "the body is not UTF-8", status=400) from None
     if mimetype == "application/graphql":
         return _checked(text, None, None)
-    if mimetype not in ("application/json", ""):
-        raise ApiError(ErrorCode.VALIDATION_ERROR, f"unsupported Content-Type {mimetype!r}: send"
+    if mimetype != "application/json":  # none at all too: GraphQL over HTTP says a server SHOULD refuse
+        shown = repr(mimetype) if mimetype else "(none)"
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"unsupported Content-Type {shown}: send"
                        " application/json", status=415)
     try:
         payload = json.loads(text)
@@ -428,8 +461,13 @@ def wants_html(accept: str | None) -> bool:
     return bool(accept) and "text/html" in str(accept)
 
 
-def _etag(body: bytes) -> str:
-    return f'"{blake3.blake3(body).hexdigest()[:32]}"'
+def _etag(body: bytes, media_type: str = "") -> str:
+    """Strong, so unique per representation (RFC 9110 §8.8.3): the media type is hashed too, as
+    the same bytes go out as application/json or application/graphql-response+json."""
+    hasher = blake3.blake3(media_type.encode())
+    hasher.update(b"\n")
+    hasher.update(body)
+    return f'"{hasher.hexdigest()[:32]}"'
 
 
 def _response(body: bytes, status: int, headers: dict[str, str]) -> Response:
@@ -552,7 +590,7 @@ class GraphQLApi:
             headers["Cache-Control"] = "no-store"
             return Reply(outcome.status, headers, body, deterministic)
         cacheable = outcome.status == 200 and not outcome.has_errors and not outcome.uses_viewer
-        headers.update({"ETag": _etag(body), "Vary": VARY, "Surrogate-Key": " ".join(outcome.keys),
+        headers.update({"ETag": _etag(body, headers["Content-Type"]), "Vary": VARY, "Surrogate-Key": " ".join(outcome.keys),
                         "Cache-Control": PAGE_CACHE_CONTROL if cacheable else "no-store"})
         return Reply(outcome.status, headers, body, deterministic)
 
@@ -565,7 +603,7 @@ class GraphQLApi:
             if catalogue is None or catalogue.build_id != snapshot.build_id:
                 catalogue = self._catalogue = MediaCatalogue.load(snapshot.store, snapshot.build_id)
             return execute_request(snapshot, gql, viewer, catalogue, queries_only=queries_only), snapshot.build_id
-        except (PipelineError, OSError, ValueError) as exc:  # a damaged build, not a bad request
+        except Exception as exc:  # a damaged build or a bug: INTERNAL_ERROR, logged, never a stack trace
             document = error_document(ErrorCode.INTERNAL_ERROR, INTERNAL_MESSAGE)
             return Outcome(document=document, status=500, failures=(exc,)), snapshot.build_id
 

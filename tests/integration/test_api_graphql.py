@@ -347,7 +347,8 @@ async def test_at_capacity_when_too_many_requests_are_in_flight(store: Store) ->
 
 async def test_depth_and_cost_limits(store: Store) -> None:
     """Too deep or too costly: VALIDATION_ERROR 422 with a message naming the limit."""
-    deep = "{ __schema { types { fields { type { fields { type { fields { type { fields { type { name" + " }" * 11
+    deep = ("{ contents { totalCount } __schema { types { fields { type { fields { type { fields { type { fields"
+            " { type { name" + " }" * 11)
     flood = "{ " + " ".join(f"p{i}: contents(first: 100) {{ edges {{ node {{ id }} }} }}" for i in range(30)) + " }"
     async with serving(create_app(store)) as client:
         r = await client.post("/graphql", json={"query": deep})
@@ -414,6 +415,14 @@ async def test_get_is_cacheable_with_etag_and_surrogate_keys(store: Store) -> No
         assert nm.headers["etag"] == r.headers["etag"]
         assert nm.headers["surrogate-key"] == r.headers["surrogate-key"]
         assert "content-type" not in nm.headers
+        # the same bytes as another media type are another representation: another strong ETag
+        other = await client.get("/graphql", params={"query": SEED_CONTENT},
+                                 headers={"Accept": "application/graphql-response+json"})
+        assert other.content == r.content
+        assert other.headers["etag"] != r.headers["etag"]
+        crossed = await client.get("/graphql", params={"query": SEED_CONTENT}, headers={
+            "Accept": "application/graphql-response+json", "If-None-Match": r.headers["etag"]})
+        assert crossed.status_code == 200
 
         listing = await client.get("/graphql", params={
             "query": "query Page($n: Int) { contents(first: $n) { edges { node { id } } } }",
@@ -459,6 +468,9 @@ async def test_methods_media_types_and_bad_requests(store: Store) -> None:
         assert r.status_code == 400
         r = await client.post("/graphql", content=b"query=x", headers={"Content-Type": "text/plain"})
         assert r.status_code == 415
+        r = await client.post("/graphql", content=b'{"query": "{ authors { id } }"}')  # no Content-Type
+        assert r.status_code == 415
+        assert "data" not in r.json()  # refused before execution
         r = await client.get("/graphql")
         assert r.status_code == 400
         assert "query parameter" in r.json()["errors"][0]["message"]

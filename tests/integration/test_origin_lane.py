@@ -214,7 +214,7 @@ def post_cases() -> list[tuple[tuple[tuple[str, str], ...], list[bytes], str]]:
     return [
         (as_json, body(query=LIST_QUERY), "hit"),
         ((("Content-Type", "Application/JSON; charset=utf-8"),), body(query=LIST_QUERY), "hit"),
-        ((), body(query=LIST_QUERY), "hit"),  # no Content-Type: JSON, as Quart's endpoint reads it
+        ((), body(query=LIST_QUERY), "computed"),  # no Content-Type: 415 (GraphQL over HTTP: SHOULD refuse)
         (as_json, [b'{"query": "{ contents(first: 2) ', b'{ totalCount } }"}'], "hit"),  # in two chunks
         ((*as_json, ("Accept", "application/graphql-response+json")), body(query=LIST_QUERY), "hit"),
         (as_json, body(query="query($n: Int) { contents(first: $n) { totalCount edges { node { id } } } }",

@@ -453,7 +453,7 @@ def test_surrogate_keys_name_what_the_answer_shows(site: Site) -> None:
 def test_syntax_error_is_400(site: Site) -> None:
     outcome = site.run("{ contents(first: ) }")
     assert outcome.status == 400
-    assert outcome.document["data"] is None
+    assert "data" not in outcome.document  # a request error: execution never began (GraphQL spec §7.1.1)
     assert error_of(outcome)["extensions"] == {"code": "VALIDATION_ERROR", "statusCode": 400, "path": None}
     assert error_of(outcome)["locations"] == [{"line": 1, "column": 19}]
 
@@ -488,11 +488,40 @@ def test_variables_are_coerced_and_checked(site: Site) -> None:
 
 def test_depth_limit(site: Site) -> None:
     """Deeper than MAX_DEPTH levels: VALIDATION_ERROR naming the limit, before any execution."""
-    deep = "{ __schema { types { fields { type { fields { type { fields { type { fields { type { name" + " }" * 11
+    deep = ("{ contents { totalCount } __schema { types { fields { type { fields { type { fields { type { fields"
+            " { type { name" + " }" * 11)
     outcome = site.run(deep)
     assert outcome.status == 422
     assert error_of(outcome)["message"] == f"query depth 11 exceeds the limit of {MAX_DEPTH}"
     assert site.run("{ contents { edges { node { author { organization { name } } } } } }").status == 200
+
+
+def test_introspection_tools_get_the_schema_and_nests_are_still_refused(site: Site) -> None:
+    """GraphiQL's, Apollo's and codegen's introspection query (depth 15) passes the introspection
+    limits; a nest of lists through the schema (fields { type { fields … }) is refused on cost,
+    and a deep chain past MAX_INTROSPECTION_DEPTH on depth."""
+    from graphql import get_introspection_query
+
+    from pipeline.origin.graphql_api import MAX_INTROSPECTION_DEPTH
+
+    standard = site.run(get_introspection_query(descriptions=True))
+    assert standard.status == 200, standard.document
+    assert {t["name"] for t in standard.document["data"]["__schema"]["types"]} >= {"Query", "Content", "User"}
+    nest = site.run("{ __schema { types { fields { type { fields { type { fields { type { fields { type { fields"
+                    " { name" + " }" * 12)
+    assert nest.status == 422
+    assert "query cost" in error_of(nest)["message"]
+    chain = "{ __type(name: \"Content\") { " + "ofType { " * 20 + "name" + " }" * 22
+    refused = site.run(chain)
+    assert error_of(refused)["message"] == f"query depth 22 exceeds the limit of {MAX_INTROSPECTION_DEPTH}"
+
+
+def test_a_fragment_cycle_through_another_fragment_is_a_validation_error(site: Site) -> None:
+    """F → G → F: the limits' walk stops at the cycle and validation names it (was a RecursionError, a 500)."""
+    outcome = site.run("query { contents(first: 1) { edges { node { ...F } } } }"
+                       " fragment F on Content { author { ...G } } fragment G on User { ...F }")
+    assert outcome.status == 422
+    assert "Cannot spread fragment" in error_of(outcome)["message"]
 
 
 def test_cost_limit(site: Site) -> None:
