@@ -478,14 +478,15 @@ class Exchange:
             return self.from_cache(obj, headers, policy.current_age(obj.stored, now), status)
         if response is not None:
             return _origin_reply(b"GET", response, format_cache_status(fwd="stale", fwd_status=response.status))
+        # the operator's log names the origin and the failure; the client hears no internals (seed 002)
+        log.warning("origin %s failed: %s", self.config.origin, exc)
         if obj is not None and (obj.stored.directives.must_revalidate or obj.stored.directives.proxy_revalidate):
             # RFC 9111 §5.2.2.2: a stale must-revalidate response that cannot be revalidated is a 504.
             return error_reply(504, "GATEWAY_TIMEOUT",
-                               f"the stored response must be revalidated and the origin {self.config.origin} "
-                               f"failed: {exc}")
+                               "the stored response must be revalidated and the origin could not be reached")
         if isinstance(exc, UpstreamTimeout):
-            return error_reply(504, "GATEWAY_TIMEOUT", f"the origin {self.config.origin} did not answer in time")
-        return error_reply(502, "BAD_GATEWAY", f"the origin {self.config.origin} is unavailable: {exc}")
+            return error_reply(504, "GATEWAY_TIMEOUT", "the origin did not answer in time; retry shortly")
+        return error_reply(502, "BAD_GATEWAY", "the origin is unavailable; retry shortly")
 
     # -- uncacheable requests ------------------------------------------------------
     async def forward(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],

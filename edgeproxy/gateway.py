@@ -33,6 +33,7 @@ import enum
 import hashlib
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -197,6 +198,10 @@ class _Verified(NamedTuple):
     nbf: float
     exp: float
     key_hash: str | None  # an API key's hash: it stays valid while ``Gateway.keys`` holds it
+
+
+#: RFC 6750 §3.1: a valid credential whose privileges are too low.
+_INSUFFICIENT = ((b"www-authenticate", REALM + b', error="insufficient_scope"'),)
 
 
 def _unauthenticated(message: str, *, error: str | None = "invalid_token") -> Deny:
@@ -401,7 +406,7 @@ class Gateway:
             self._forbidden += 1
             has = found.role.label if found.role is not None else "no role"
             return Deny(403, "FORBIDDEN", f"{method.decode('latin-1')} here needs the {route.min_role.label} "
-                                          f"role; the credential has {has}")
+                                          f"role; the credential has {has}", _INSUFFICIENT)
         return found
 
     def admit(self, identity: Identity, now_ns: int) -> Decision:
@@ -474,7 +479,9 @@ class Gateway:
         an API key's hash lookup or a JWT's signature and claims."""
         scheme, _, credential = authorization.partition(b" ")
         credential = credential.strip()
-        if scheme.lower() != b"bearer" or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
+        if scheme.lower() != b"bearer":  # RFC 6750 §3: an unsupported method gets no error code
+            return _unauthenticated("use Authorization: Bearer <API key or token>", error=None)
+        if not credential or len(credential) > MAX_CREDENTIAL_BYTES:
             return _unauthenticated("use Authorization: Bearer <API key or token>", error="invalid_request")
         if credential.count(b".") == 2:
             return self._verify_signature_and_claims(credential)
@@ -516,10 +523,11 @@ class Gateway:
         return self._check_claims(payload, rule)
 
     def _check_claims(self, claims: dict[str, Any], rule: JwtRule) -> _Verified | Deny:
-        exp, nbf = claims.get("exp"), claims.get("nbf", float("-inf"))
-        if not _is_number(exp):
-            return _unauthenticated("the token has no exp claim")
-        if not _is_number(nbf):
+        exp = _numeric_date(claims.get("exp"))
+        nbf = float("-inf") if claims.get("nbf") is None else _numeric_date(claims["nbf"])
+        if exp is None:
+            return _unauthenticated("the token has no exp claim (a finite NumericDate)")
+        if nbf is None:
             return _unauthenticated("the token's nbf claim is not a number")
         if rule.issuer is not None and claims.get("iss") != rule.issuer:
             return _unauthenticated("the token was issued by someone else")  # RFC 7519 §4.1.1
@@ -533,11 +541,19 @@ class Gateway:
                                     "characters")
         role = _role_of(claims.get(rule.role_claim))
         identity = Identity(sub, role, None, f"jwt:{sub}", self.jwt_per_minute, _identity_fields(sub, role, None))
-        return _Verified(identity, float(nbf), float(exp), None)
+        return _Verified(identity, nbf, exp, None)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _numeric_date(value: object) -> float | None:
+    """A NumericDate (RFC 7519 §2: a JSON number) as a float; None for anything else. Python's
+    JSON reader also takes NaN, Infinity and 1e400, which compare false or never expire: refused."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 # -- body sizes (the enforcement point belongs to the connection code, before the body is read)

@@ -155,7 +155,7 @@ async def test_bad_key_gets_401(send: Send, origin: OriginStub) -> None:
 async def test_wrong_role_gets_403(send: Send, origin: OriginStub) -> None:
     response = await send("GET", "/api/v3/admin/stats", [key(EDITOR_KEY)])
     assert response.status == 403
-    assert response.header("www-authenticate") is None
+    assert response.header("www-authenticate") == b'Bearer realm="flowcms", error="insufficient_scope"'
     assert only_error(response)["code"] == "FORBIDDEN"
     ok = await send("GET", "/api/v3/admin/stats", [key(ADMIN_KEY)])
     assert ok.status == 200

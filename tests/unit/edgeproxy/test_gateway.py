@@ -402,11 +402,17 @@ def test_api_keys_are_found_by_their_hash() -> None:
     assert deny.headers == ((b"www-authenticate", b'Bearer realm="flowcms", error="invalid_token"'),)
 
 
-@pytest.mark.parametrize("authorization", [b"Basic dXNlcjpwYXNz", b"Bearer", b"Bearer   ", b"Token abc",
-                                           b"Bearer " + b"x" * 8193])
-def test_other_schemes_are_invalid_requests(authorization: bytes) -> None:
+@pytest.mark.parametrize("authorization", [b"Bearer", b"Bearer   ", b"Bearer " + b"x" * 8193])
+def test_malformed_bearer_is_an_invalid_request(authorization: bytes) -> None:
     deny = denied(auth(gateway(), b"/graphql", authorization), 401, "UNAUTHENTICATED")
     assert deny.headers == ((b"www-authenticate", b'Bearer realm="flowcms", error="invalid_request"'),)
+
+
+@pytest.mark.parametrize("authorization", [b"Basic dXNlcjpwYXNz", b"Token abc"])
+def test_other_schemes_get_the_bare_challenge(authorization: bytes) -> None:
+    """RFC 6750 §3: a client that tried an unsupported method hears which one to use, no error code."""
+    deny = denied(auth(gateway(), b"/graphql", authorization), 401, "UNAUTHENTICATED")
+    assert deny.headers == ((b"www-authenticate", b'Bearer realm="flowcms"'),)
 
 
 def test_bad_credentials_on_a_public_route_are_not_anonymous() -> None:
@@ -430,8 +436,8 @@ def test_roles_are_ordered_and_checked_against_the_route(key: str, path: bytes, 
     if status is None:
         identity(result)
     else:
-        deny = denied(result, 403, "FORBIDDEN", "role")
-        assert deny.headers == ()
+        deny = denied(result, 403, "FORBIDDEN", "role")  # RFC 6750 §3.1: privileges too low for the route
+        assert deny.headers == ((b"www-authenticate", b'Bearer realm="flowcms", error="insufficient_scope"'),)
 
 
 # -- JWTs ------------------------------------------------------------------------------------------------
@@ -463,6 +469,11 @@ def test_token_without_a_known_role_is_authenticated_but_forbidden() -> None:
     ({"exp": None}, "no exp claim"),
     ({"exp": "tomorrow"}, "no exp claim"),
     ({"exp": True}, "no exp claim"),
+    ({"exp": float("nan")}, "no exp claim"),  # NaN compares false: it would never expire
+    ({"exp": float("inf")}, "no exp claim"),
+    ({"exp": 10**400}, "no exp claim"),  # past float's range
+    ({"nbf": float("nan")}, "nbf claim is not a number"),
+    ({"nbf": float("-inf")}, "nbf claim is not a number"),
     ({"nbf": NOW + 1}, "not valid yet"),  # RFC 7519 §4.1.5
     ({"nbf": "now"}, "nbf claim is not a number"),
     ({"iss": "https://evil.test"}, "issued by someone else"),
