@@ -400,7 +400,7 @@ class Gateway:
             found = self._credential(authorization, now_ns)
         if type(found) is Deny:
             self._unauthenticated += 1
-            return found
+            return self._charge_failure(found, client, now_ns)
         assert isinstance(found, Identity)
         if not (route.public and reading) and (found.role is None or found.role < route.min_role):
             self._forbidden += 1
@@ -408,6 +408,21 @@ class Gateway:
             return Deny(403, "FORBIDDEN", f"{method.decode('latin-1')} here needs the {route.min_role.label} "
                                           f"role; the credential has {has}", _INSUFFICIENT)
         return found
+
+    def _charge_failure(self, deny: Deny, client: str | None, now_ns: int) -> Deny:
+        """A credential that failed costs its client address a request of the anonymous tier, so
+        guessing keys or tokens from one address is throttled like anonymous reading is: past the
+        limit the answer is the 429 (nothing is said about the credential any more)."""
+        per_minute = self.anonymous_per_minute
+        if per_minute is None:
+            return deny
+        bucket = self._anonymous_identity(client, per_minute).bucket
+        if self.limiter.take(bucket, per_minute, now_ns) is not None:
+            return deny  # charged; not counted as admitted: nothing was
+        limit = self.limiter.acquire(bucket, per_minute, now_ns)
+        self._limited += 1
+        return Deny(429, "RATE_LIMITED", f"rate limit of {limit.limit} requests per minute exceeded for this "
+                                         f"address; retry in {limit.retry_after_s} s", limit.fields)
 
     def admit(self, identity: Identity, now_ns: int) -> Decision:
         """Charge one request to the identity's bucket: Allow with the X-RateLimit fields, or a 429."""

@@ -415,6 +415,20 @@ def test_other_schemes_get_the_bare_challenge(authorization: bytes) -> None:
     assert deny.headers == ((b"www-authenticate", b'Bearer realm="flowcms"'),)
 
 
+def test_failed_credentials_are_throttled_per_address() -> None:
+    """Guessing keys from one address costs that address's anonymous budget: past it, 429 (with
+    the limit's fields); another address and a good key are untouched; failures are not admissions."""
+    gw = gateway()  # anonymous tier: 100/minute
+    for n in range(100):
+        denied(auth(gw, b"/api/v3/contents", bearer(f"fc_live_guess_{n:012d}")), 401, "UNAUTHENTICATED")
+    over = denied(auth(gw, b"/api/v3/contents", bearer("fc_live_guess_again_0000")), 429, "RATE_LIMITED", "address")
+    assert dict(over.headers)[b"x-ratelimit-limit"] == b"100"
+    denied(auth(gw, b"/api/v3/contents", bearer("fc_live_guess_other_0000"), client="192.0.2.2"),
+           401, "UNAUTHENTICATED")
+    assert identity(auth(gw, b"/api/v3/contents", bearer(VIEWER_KEY))).role == Role.VIEWER
+    assert gw.statistics().allowed == 0
+
+
 def test_bad_credentials_on_a_public_route_are_not_anonymous() -> None:
     """A wrong key is a 401 even where anonymous reads are allowed: no silent downgrade."""
     denied(auth(gateway(), b"/api/v3/contents", bearer("fc_live_wrong_0123456")), 401, "UNAUTHENTICATED")
