@@ -10,9 +10,11 @@ class EdgeError(Exception):
 class RemoteProtocolError(EdgeError):
     """The client sent something illegal; ``status_hint`` is the answer to give (400, 413, 431)."""
 
-    def __init__(self, message: str, *, status_hint: int = 400) -> None:
+    def __init__(self, message: str, *, status_hint: int = 400,
+                 fields: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status_hint = status_hint
+        self.fields = fields or []  # the head's fields read before the fault: its X-Request-ID is kept
 
 
 class UpstreamError(EdgeError):

@@ -101,42 +101,42 @@ def parse_head(head: bytes) -> RequestHead:
         name, sep, value = line.partition(b":")
         if not checked and (not sep or not _FIELD_NAME.fullmatch(name)):
             # also rejects whitespace before the colon and obs-fold (RFC 9112 §5.1, §5.2)
-            raise RemoteProtocolError("malformed header field")
+            raise RemoteProtocolError("malformed header field", fields=headers)
         value = value.strip(b" \t")
         if not checked and not _FIELD_VALUE.fullmatch(value):
-            raise RemoteProtocolError("invalid character in header value")
+            raise RemoteProtocolError("invalid character in header value", fields=headers)
         name = name.lower()
         headers.append((name, value))
         if name not in _FRAMING_FIELDS:
             continue
         if name == b"content-length":
             if not value.isdigit() or len(value) > 18:
-                raise RemoteProtocolError("invalid Content-Length")
+                raise RemoteProtocolError("invalid Content-Length", fields=headers)
             length = int(value)
             if content_length is not None and content_length != length:
-                raise RemoteProtocolError("conflicting Content-Length fields")
+                raise RemoteProtocolError("conflicting Content-Length fields", fields=headers)
             content_length = length
         elif name == b"transfer-encoding":
             saw_te = True
             codings = [c.strip().lower() for c in value.split(b",")]
             if codings[-1] != b"chunked" or any(c != b"chunked" for c in codings):
-                raise RemoteProtocolError("unsupported transfer coding", status_hint=501)
+                raise RemoteProtocolError("unsupported transfer coding", status_hint=501, fields=headers)
             chunked = True
         elif name == b"connection":
             connection += b"," + value.lower()
         elif name == b"host":
             if host is not None:
-                raise RemoteProtocolError("more than one Host field")  # RFC 9112 §3.2
+                raise RemoteProtocolError("more than one Host field", fields=headers)  # RFC 9112 §3.2
             host = value
         elif name == b"expect":
             if value.lower() != b"100-continue":
-                raise RemoteProtocolError("unsupported expectation", status_hint=417)
+                raise RemoteProtocolError("unsupported expectation", status_hint=417, fields=headers)
             expect_continue = True
     if saw_te and content_length is not None:
         # RFC 9112 §6.1: a request with both is a smuggling attempt; refuse it.
-        raise RemoteProtocolError("both Transfer-Encoding and Content-Length")
+        raise RemoteProtocolError("both Transfer-Encoding and Content-Length", fields=headers)
     if version == b"1.1" and host is None:
-        raise RemoteProtocolError("HTTP/1.1 request without Host")  # RFC 9112 §3.2
+        raise RemoteProtocolError("HTTP/1.1 request without Host", fields=headers)  # RFC 9112 §3.2
     tokens = {t.strip() for t in connection.split(b",")}
     keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
     if saw_te and version == b"1.0":

@@ -622,6 +622,24 @@ async def test_edge_bad_requests_answered_then_closed(edge: Edge, raw: bytes, st
     assert response.json()["errors"][0]["status"] == str(status)
 
 
+@pytest.mark.parametrize("raw", [
+    b"GET / HTTP/1.1\r\nX-Request-ID: req-abc123\r\n\r\n",  # no Host
+    b"POST / HTTP/1.1\r\nHost: e\r\nX-Request-ID: req-abc123\r\nContent-Length: 1\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: e\r\nX-Request-ID: req-abc123\r\nHost: f\r\n\r\n",
+])
+async def test_a_bad_request_keeps_the_clients_request_id(edge: Edge, raw: bytes) -> None:
+    """X-Request-ID on every answer, kept when well-formed: a head refused after its fields were
+    read answers with the client's id, so the client can find the 400 in its own logs."""
+    with trio.fail_after(BOUND_S):
+        stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
+        await stream.send_all(raw)
+        data = await read_until_closed(stream)
+        await stream.aclose()
+    (response,) = read_responses(data, ["GET"])
+    assert (response.status, response.header("x-request-id")) == (400, b"req-abc123")
+
+
 async def test_edge_error_answer_survives_a_client_still_sending(edge: Edge) -> None:
     """A 431 for a 400 KB head reaches the client although it is still sending (lingering close)."""
     with trio.fail_after(BOUND_S):
