@@ -46,6 +46,7 @@ class LiveIndex:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stamp: tuple[int, int] | None = None
+        self._live_path = os.fspath(store.live_path)  # stat'ed on every request: a str, made once
         self.build_id: str | None = None
         self._dir = ("", "")  # (build id, its folder): the folder's path, made once per build
         self._local = threading.local()
@@ -56,7 +57,7 @@ class LiveIndex:
     def current(self) -> str | None:
         """The live build id, re-read when the LIVE file changed."""
         try:
-            st = os.stat(self.store.live_path)
+            st = os.stat(self._live_path)
             stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
         except FileNotFoundError:
             stamp = None

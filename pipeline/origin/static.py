@@ -32,6 +32,7 @@ class LiveSite:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stamp: tuple[int, int] | None = None
+        self._live_path = os.fspath(store.live_path)  # stat'ed on every request: a str, made once
         self.build_id: str | None = None
         self.manifest: Manifest = {}
         # Last-Modified of every page: when the live pointer last moved (publish or rollback).
@@ -42,7 +43,7 @@ class LiveSite:
 
     def refresh(self) -> None:
         try:
-            st = os.stat(self.store.live_path)
+            st = os.stat(self._live_path)
             stamp = (st.st_mtime_ns, st.st_ino)
         except FileNotFoundError:
             stamp = None
