@@ -8,8 +8,8 @@ viewer), warms its cache with the answers the origin sends (``pipeline/origin/st
 times ``Exchange.try_hit``, the call the HTTP/1.1 hit loop and HTTP/2 make inline, per case:
 
   static    GET /blog/ (no gateway)
-  list      GET /api/v3/posts?limit=20, ``Vary: Accept, X-Flowcms-Role``
-  feed      GET /public/feed/<flowKey>, ``Vary: Accept``
+  list      GET /api/v3/posts?limit=20, ``Vary: Accept, Content-Type, X-Flowcms-Role``
+  feed      GET /public/feed/<flowKey>, ``Vary: Accept, Content-Type``
   graphql   GET /graphql?query=…, ``Vary: Accept, X-Flowcms-Role``
 
 The API requests carry ``Authorization: Bearer <key>``, the next of 32 keys each call (as the
@@ -70,7 +70,8 @@ TARGETS = {
     "graphql": b"/graphql?query=%7Bposts(limit%3A5)%7Bid%20title%7D%7D",
 }
 BODY_BYTES = {"static": 9556, "list": 14472, "feed": 10027, "graphql": 1253}  # bench/api.py's table
-VARY = {"list": b"Accept, X-Flowcms-Role", "feed": b"Accept", "graphql": b"Accept, X-Flowcms-Role"}
+VARY = {"list": b"Accept, Content-Type, X-Flowcms-Role", "feed": b"Accept, Content-Type",
+        "graphql": b"Accept, X-Flowcms-Role"}
 MEDIA_TYPE = {"static": b"text/html; charset=utf-8", "list": b"application/vnd.api+json",
               "feed": b"application/json", "graphql": b"application/json; charset=utf-8"}
 

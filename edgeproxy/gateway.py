@@ -539,7 +539,7 @@ class Gateway:
 
     def _check_claims(self, claims: dict[str, Any], rule: JwtRule) -> _Verified | Deny:
         exp = _numeric_date(claims.get("exp"))
-        nbf = float("-inf") if claims.get("nbf") is None else _numeric_date(claims["nbf"])
+        nbf = float("-inf") if "nbf" not in claims else _numeric_date(claims["nbf"])  # null is no NumericDate
         if exp is None:
             return _unauthenticated("the token has no exp claim (a finite NumericDate)")
         if nbf is None:

@@ -306,7 +306,8 @@ class Server:
             assert self.exchange is not None
             self.exchange.counters.client_errors += 1
             reply = error_reply(exc.status_hint, "BAD_REQUEST", str(exc))
-            await stream.send_all(serialize(reply, request_id(exc.fields), head_only=False, close=True))
+            fields = exc.fields or (head.headers if head is not None else [])  # a body's fault: the head is known
+            await stream.send_all(serialize(reply, request_id(fields), head_only=False, close=True))
             await _linger(stream)
             return False
         except trio.TooSlowError:

@@ -42,8 +42,9 @@ def answer_cache_enabled(flag: bool | None = None) -> bool:
 
 def api_host_alias(path: str, query: bytes) -> Answer:
     """Seed 000 fetches ``https://api.flowcms.io/v3/posts`` (the API host's view of
-    ``/api/v3/posts``): where the site has no page at a ``/v3/`` path, a 308 to the ``/api/v3/``
-    URL (method and body kept; the query too). A page there wins, so no site loses a URL."""
+    ``/api/v3/posts``): where the site has no page at a ``/v3/`` path, a GET or HEAD gets a 308
+    to the ``/api/v3/`` URL, its query kept (the delivery API is read-only: other methods get
+    the site's 405). A page there wins, so no site loses a URL."""
     target = quote("/api" + path, safe="/:@!$&'()*+,;=-._~") + ("?" + query.decode("latin-1") if query else "")
     return Answer(308, [("Location", target), ("Cache-Control", NOT_FOUND_CACHE_CONTROL),
                         ("Content-Type", "text/plain; charset=utf-8")], f"308: see {target}\n".encode())
@@ -76,6 +77,8 @@ def create_app(store: Store, *, publisher: Publisher | None = None, admin_token:
         api_media_type = rest.api_space(request.path)
         if api_media_type is not None:
             return await rest.unrouted(rest_api, api_media_type)
+        if request.path.startswith("/graphql/"):
+            return graphql_api.unrouted(request.path, request.headers.get("Accept"))
         answer = site.answer(request.method, request.path, request.headers.get("If-None-Match"),
                              request.headers.get("If-Modified-Since"))
         if answer.status == 404 and request.path.startswith("/v3/"):

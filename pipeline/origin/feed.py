@@ -97,6 +97,12 @@ def parse_feed_cursor(text: str, *, flow_key: str) -> FeedCursor:
                    "start this feed without a cursor")
     try:
         moment = dates.to_utc(_midnight_24(data["publishedAt"]))
+        between = bool(moment.microsecond)
+        if between:
+            # Between two whole seconds (the index keeps seconds): every entry of the earlier
+            # second is older than the cursor, so the page starts after the next second, before
+            # any key of it. (9999-12-31T23:59:59.5 has no next second: a bad cursor too.)
+            moment = moment.replace(microsecond=0) + dt.timedelta(seconds=1)
     except (ValueError, OverflowError):
         raise _bad(f"the cursor's 'publishedAt' {data['publishedAt'][:40]!r} is not an ISO 8601 "
                    "date-time like 2026-11-02T09:30:00Z") from None
@@ -104,13 +110,7 @@ def parse_feed_cursor(text: str, *, flow_key: str) -> FeedCursor:
         data["key"].encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate smuggled in by a JSON escape: SQLite cannot bind it
         raise _bad("the cursor's 'key' is not valid Unicode") from None
-    key = data["key"]
-    if moment.microsecond:
-        # Between two whole seconds (the index keeps seconds): every entry of the earlier second
-        # is older than the cursor, so the page starts after the next second, before any key.
-        moment = moment.replace(microsecond=0) + dt.timedelta(seconds=1)
-        key = ""
-    return FeedCursor(feed_key=flow_key, key=key, published_at=dates.format_iso(moment))
+    return FeedCursor(feed_key=flow_key, key="" if between else data["key"], published_at=dates.format_iso(moment))
 
 
 def _midnight_24(text: str) -> str:

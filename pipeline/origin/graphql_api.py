@@ -621,6 +621,13 @@ def _http(reply: Reply, if_none_match: str | None) -> Response:
     return _response(reply.body, reply.status, reply.headers)
 
 
+def unrouted(path: str, accept: str | None) -> Response:
+    """A path under ``/graphql/`` that is not the endpoint: a 404 in GraphQL's error shape."""
+    body = _dumps(error_document(ErrorCode.NOT_FOUND, f"no GraphQL endpoint at {path[:200]}: it is /graphql",
+                                 status=404))
+    return _response(body, 404, {"Content-Type": response_type(accept), "Cache-Control": "no-store"})
+
+
 def body_too_large() -> ApiError:
     return ApiError(ErrorCode.VALIDATION_ERROR, f"the body is larger than {MAX_BODY_BYTES} bytes", status=413)
 

@@ -173,7 +173,8 @@ _HEADERS: dict[str, Schema] = {
     "Cache-Control": {"description": "public with a long s-maxage (publish purges), or no-store", "schema": _STR},
     "Surrogate-Key": {"description": "api:<entry id> per entry shown plus the listing's keys", "schema": _STR},
     "X-Build": {"description": "the live build that answered", "schema": _STR},
-    "Vary": {"description": "Accept (the same URL may be a 406), plus X-Flowcms-Role on contents and posts",
+    "Vary": {"description": "Accept, Content-Type (the same URL may be a 406 or a 415), plus X-Flowcms-Role on "
+                            "contents and posts",
              "schema": _STR},
 }
 #: Added by the edge gateway to every API answer it passes or refuses (not by the origin).

@@ -58,10 +58,10 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 #: Enough of a file to find a PNG/GIF header or an SVG root tag's width/height.
 MEDIA_HEAD_BYTES = 16 * 1024
 _SIZED_TYPES = ("image/png", "image/gif", "image/svg+xml")
-#: Every API answer varies on Accept: the same URL may be a 406 (JSON:API 1.1 negotiation), and a
-#: cache must not hand a stored 200 to a request the origin would refuse.
-_VARY = "Accept"
-_CONTENT_VARY = f"Accept, {ROLE_HEADER}"  # drafts answer differently with the gateway's editor role
+#: Every API answer varies on Accept and Content-Type: the same URL may be a 406 or a 415 (JSON:API
+#: 1.1 negotiation), and a cache must not hand a stored 200 to a request the origin would refuse.
+_VARY = "Accept, Content-Type"
+_CONTENT_VARY = f"{_VARY}, {ROLE_HEADER}"  # drafts answer differently with the gateway's editor role
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +133,9 @@ def register(app: QuartTrio, api: RestApi) -> None:
         app.add_url_rule(rule, f"api_{name}", _view(api, None, media_type), methods=ALL_METHODS)
 
 
-#: Paths under an API that no route takes (``/api/v3/``, ``//`` inside, ``/graphql/``) answer in
-#: that API's JSON error model, not with the site's HTML 404 page.
-_API_SPACES = (("/api/v3/", JSONAPI_MEDIA_TYPE), ("/public/feed/", JSON_MEDIA_TYPE), ("/v1/flow/", JSON_MEDIA_TYPE),
-               ("/graphql/", JSON_MEDIA_TYPE))
+#: Paths under an API that no route takes (``/api/v3/``, ``//`` inside) answer in that API's JSON
+#: error model, not with the site's HTML 404 page (``/graphql/…``: ``graphql_api.unrouted``).
+_API_SPACES = (("/api/v3/", JSONAPI_MEDIA_TYPE), ("/public/feed/", JSON_MEDIA_TYPE), ("/v1/flow/", JSON_MEDIA_TYPE))
 
 
 def api_space(path: str) -> str | None:

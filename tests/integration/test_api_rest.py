@@ -282,7 +282,7 @@ async def test_unpublished_entries_are_404_unless_editor(client: httpx.AsyncClie
         error_of(r, 404, "NOT_FOUND")
         assert r.headers["cache-control"] == CACHE_CONTROL  # publishing the entry purges api:<id>
         assert r.headers["surrogate-key"] == f"api:{record['id']}"
-        assert r.headers["vary"] == "Accept, X-Flowcms-Role"
+        assert r.headers["vary"] == "Accept, Content-Type, X-Flowcms-Role"
         assert "etag" in r.headers
         seen = await client.get(f"/api/v3/contents/{record['id']}", headers={"X-Flowcms-Role": "editor"})
         assert seen.status_code == 200
@@ -358,7 +358,7 @@ async def test_methods_accept_and_unknown_routes(client: httpx.AsyncClient) -> N
                    'application/vnd.api+json; profile="https://example.com/p"'):
         ok = await client.get("/api/v3/contents?limit=1", headers={"Accept": accept})
         assert ok.status_code == 200
-        assert ok.headers["vary"] == "Accept, X-Flowcms-Role"  # the same URL may be a 406
+        assert ok.headers["vary"] == "Accept, Content-Type, X-Flowcms-Role"  # the same URL may be a 406
     # JSON:API 1.1: its instances decide once named (even beside */*); no extensions are supported
     for accept in ("application/vnd.api+json; charset=utf-8, */*",
                    'application/vnd.api+json; ext="https://jsonapi.org/ext/atomic"'):
@@ -368,18 +368,21 @@ async def test_methods_accept_and_unknown_routes(client: httpx.AsyncClient) -> N
         r = await client.get("/api/v3/contents?limit=1", headers={"Content-Type": content_type})
         error_of(r, 415, "UNSUPPORTED_MEDIA_TYPE")
         assert r.headers["cache-control"] == "no-store"
-    assert (await client.get("/api/v3/tags")).headers["vary"] == "Accept"
-    assert (await client.get("/public/feed/x")).headers["vary"] == "Accept"
+    assert (await client.get("/api/v3/tags")).headers["vary"] == "Accept, Content-Type"
+    assert (await client.get("/public/feed/x")).headers["vary"] == "Accept, Content-Type"
     for url in ("/api/v3", "/api/v3/nothing", "/api/v3/contents/", "/api/v3/contents/a/b", "/api/v3/",
                 "/api/v3//contents"):
         r = await client.get(url)
         error_of(r, 404, "NOT_FOUND")
         assert r.headers["content-type"] == JSONAPI
         assert r.headers["cache-control"] == SHORT_CACHE_CONTROL
-    for url in ("/public/feed/", "/public/feed//blog", "/v1/flow/", "/graphql/"):  # JSON, not the site's 404 page
+    for url in ("/public/feed/", "/public/feed//blog", "/v1/flow/"):  # JSON, not the site's 404 page
         r = await client.get(url)
         assert (r.status_code, r.headers["content-type"]) == (404, "application/json"), url
         assert r.json()["errors"][0]["code"] == "NOT_FOUND"
+    r = await client.get("/graphql/x")  # GraphQL's own error shape
+    assert r.status_code == 404
+    assert r.json()["errors"][0]["extensions"] == {"code": "NOT_FOUND", "statusCode": 404, "path": None}
 
 
 async def test_caching_headers_etag_304_head_and_surrogate_keys(client: httpx.AsyncClient, published: Store,
@@ -388,7 +391,7 @@ async def test_caching_headers_etag_304_head_and_surrogate_keys(client: httpx.As
     assert r.headers["etag"] == f'"{blake3.blake3(r.content).hexdigest()[:32]}"'
     assert r.headers["cache-control"] == CACHE_CONTROL
     assert r.headers["x-build"] == published.live()
-    assert r.headers["vary"] == "Accept, X-Flowcms-Role"
+    assert r.headers["vary"] == "Accept, Content-Type, X-Flowcms-Role"
     ids = [item["id"] for item in r.json()["data"]]
     assert r.headers["surrogate-key"].split() == ["api:type:blog", *(f"api:{i}" for i in ids)]
     for inm in (r.headers["etag"], "W/" + r.headers["etag"], f'"nope", {r.headers["etag"]}'):

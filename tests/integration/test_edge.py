@@ -627,6 +627,7 @@ async def test_edge_bad_requests_answered_then_closed(edge: Edge, raw: bytes, st
     b"POST / HTTP/1.1\r\nHost: e\r\nX-Request-ID: req-abc123\r\nContent-Length: 1\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: e\r\nX-Request-ID: req-abc123\r\nHost: f\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: e\r\nX-Request-ID: req-abc123\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # the body's fault
 ])
 async def test_a_bad_request_keeps_the_clients_request_id(edge: Edge, raw: bytes) -> None:
     """X-Request-ID on every answer, kept when well-formed: a head refused after its fields were

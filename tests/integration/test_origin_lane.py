@@ -90,6 +90,7 @@ def cases(entry_id: str, media_id: str) -> list[Case]:
         ("GET", "/api/v3/contents", b"status=draft", (), "hit"),
         ("GET", "/api/v3/contents", b"status=draft", editor, "hit"),
         ("GET", "/api/v3/contents", b"status=draft", (("X-Flowcms-Role", "viewer"),), "hit"),  # 403, not 401
+        ("GET", "/api/v3/contents", b"status=draft", (("X-Flowcms-Subject", "sam"),), "hit"),  # 403: an identity
         ("GET", "/api/v3/posts", b"limit=abc", (), "hit"),
         ("GET", "/api/v3/posts", b"limit=", (), "hit"),
         ("GET", "/api/v3/posts", b"sort=title&limit=2&include=author&fields%5Bcontents%5D=title", (), "hit"),

@@ -327,6 +327,7 @@ async def test_delivery_apis_through_the_edge_are_cached_and_purged_on_publish(s
             second = {path: await client.get(path) for path in (rest, graphql, "/api/v3/tags")}
             # the stored 200 varies on Accept: a request the origin refuses (JSON:API 1.1) is not a hit
             refused = await client.get(rest, headers={"Accept": "application/vnd.api+json; charset=utf-8"})
+            refused_type = await client.get(rest, headers={"Content-Type": "application/vnd.api+json; charset=utf-8"})
             count = len(stack.records())
             title = "First Post, Renamed"
             write_files(stack.site, {"blog/first.md": TINY_SITE["blog/first.md"].replace("First Post", title)})
@@ -337,6 +338,8 @@ async def test_delivery_apis_through_the_edge_are_cached_and_purged_on_publish(s
     assert record["status"] == "live everywhere"
     assert refused.status_code == 406
     assert "hit" not in refused.headers.get("cache-status", "")
+    assert refused_type.status_code == 415  # Vary: Content-Type too
+    assert "hit" not in refused_type.headers.get("cache-status", "")
     for path in (rest, graphql):
         assert first[path].status_code == 200, first[path].text
         assert "fwd=uri-miss" in first[path].headers["cache-status"]

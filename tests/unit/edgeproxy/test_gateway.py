@@ -488,6 +488,7 @@ def test_token_without_a_known_role_is_authenticated_but_forbidden() -> None:
     ({"exp": 10**400}, "no exp claim"),  # past float's range
     ({"nbf": float("nan")}, "nbf claim is not a number"),
     ({"nbf": float("-inf")}, "nbf claim is not a number"),
+    ({"nbf": "soon"}, "nbf claim is not a number"),
     ({"nbf": NOW + 1}, "not valid yet"),  # RFC 7519 §4.1.5
     ({"nbf": "now"}, "nbf claim is not a number"),
     ({"iss": "https://evil.test"}, "issued by someone else"),
@@ -505,6 +506,12 @@ def test_token_without_a_known_role_is_authenticated_but_forbidden() -> None:
 def test_hs256_claims_are_checked(overrides: dict[str, Any], detail: str) -> None:
     deny = denied(auth(gateway(), b"/graphql", bearer(hs256(**overrides))), 401, "UNAUTHENTICATED", detail)
     assert deny.headers == ((b"www-authenticate", b'Bearer realm="flowcms", error="invalid_token"'),)
+
+
+def test_a_null_nbf_is_not_a_numeric_date() -> None:
+    """RFC 7519 §4.1.5: nbf, when present, is a NumericDate; null is not one (nor is it absent)."""
+    token = jwt.encode({**claims(), "nbf": None}, SECRET, algorithm="HS256").encode()
+    denied(auth(gateway(), b"/graphql", bearer(token), method=b"POST"), 401, "UNAUTHENTICATED", "nbf")
 
 
 def test_claims_that_pass() -> None:

@@ -71,6 +71,7 @@ def test_feed_cursor_between_seconds_and_at_hour_24() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ('{"feedKey": "blog", "key": "k", "publishedAt": "2026-10-06T24:00:01Z"}', "not an ISO 8601"),
+    ('{"feedKey": "blog", "key": "k", "publishedAt": "9999-12-31T23:59:59.5Z"}', "not an ISO 8601"),  # no next second
     ('{"feedKey": "blog", "key": "k", "publishedAt": "2026-02-30T24:00:00Z"}', "not an ISO 8601"),
     ("xx", "not JSON"),
     ("", "not JSON"),
