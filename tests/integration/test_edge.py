@@ -611,12 +611,7 @@ async def test_edge_head_has_no_body(origin: OriginStub, edge: Edge) -> None:
 ])
 async def test_edge_bad_requests_answered_then_closed(edge: Edge, raw: bytes, status: int) -> None:
     """Malformed input gets its 4xx with Connection: close, and the connection ends."""
-    with trio.fail_after(BOUND_S):
-        stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
-        await stream.send_all(raw)
-        data = await read_until_closed(stream)
-        await stream.aclose()
-    (response,) = read_responses(data, ["GET"])
+    response = await answer_to_raw(edge, raw)
     assert response.status == status
     assert response.header("connection") == b"close"
     assert response.json()["errors"][0]["status"] == str(status)
@@ -632,13 +627,19 @@ async def test_edge_bad_requests_answered_then_closed(edge: Edge, raw: bytes, st
 async def test_a_bad_request_keeps_the_clients_request_id(edge: Edge, raw: bytes) -> None:
     """X-Request-ID on every answer, kept when well-formed: a head refused after its fields were
     read answers with the client's id, so the client can find the 400 in its own logs."""
+    response = await answer_to_raw(edge, raw)
+    assert (response.status, response.header("x-request-id")) == (400, b"req-abc123")
+
+
+async def answer_to_raw(edge: Edge, raw: bytes) -> Response:
+    """The one answer to ``raw`` bytes sent on a new connection, read until the edge closes it."""
     with trio.fail_after(BOUND_S):
         stream = await trio.open_tcp_stream("127.0.0.1", edge.port)
         await stream.send_all(raw)
         data = await read_until_closed(stream)
         await stream.aclose()
     (response,) = read_responses(data, ["GET"])
-    assert (response.status, response.header("x-request-id")) == (400, b"req-abc123")
+    return response
 
 
 async def test_edge_error_answer_survives_a_client_still_sending(edge: Edge) -> None:
