@@ -269,6 +269,11 @@ class CacheStore(Generic[V]):
                 return entry
         return None
 
+    def peek_variants(self, key: bytes) -> list[Entry[V]] | None:
+        """The stored variants of ``key``, newest first, for a caller that selects one itself (the hit
+        lanes: ``variants.select``); None when there are none. The store's own list: never change it."""
+        return self._by_key.get(key)
+
     def record_hit(self, entry: Entry[V]) -> None:
         """Count a hit on ``entry`` (statistics and the eviction policy's recency)."""
         self._hits += 1

@@ -69,6 +69,7 @@ from edgeproxy.replies import (
 )
 from edgeproxy.stats import Counters, format_json, format_prometheus, merge_numbers
 from edgeproxy.upstream import Flights, OriginPool, UpstreamResponse
+from edgeproxy.variants import select
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +215,11 @@ class Exchange:
         obj = entry.value
         stored = obj.stored
         if policy.is_plain(stored, vary_matched=True) and policy.is_plain_request(headers):
-            plain = policy.serve_plain(stored, time.time())
+            plain = policy.plain_age_ttl(stored, time.time())
             if plain is None:
                 return None
             self.counters.hits += 1
-            return obj.reply([(b"age", b"%d" % int(plain.age)), (b"cache-status", hit_status(int(plain.ttl)))])
+            return obj.reply([(b"age", b"%d" % int(plain[0])), (b"cache-status", hit_status(int(plain[1])))])
         if identity is not None:
             headers = with_identity(headers, identity)
         decision = policy.choose(method, headers, stored, time.time())
@@ -242,7 +243,7 @@ class Exchange:
                 found = gated_hit(self, gw, route, method, target, headers, host, client)
                 return denial_reply(found, route) if isinstance(found, Deny) else found
         host = host.lower() if host else None
-        entry = self.cache.peek(b"%s%s" % (host or b"", target), lambda name: _vary_getter(headers, name))
+        entry = select(self.cache.peek_variants(b"%s%s" % (host or b"", target)), headers)
         hit = self.fresh_hit(method, headers, entry)
         if hit is not None:
             assert entry is not None

@@ -3,7 +3,7 @@
 The gateway (``gateway.py``) says who is asking. Its X-Flowcms-* fields replace any the
 client sent before the cache looks (API answers carry ``Vary`` on the role field), and its
 X-RateLimit-* fields join the answer. On the hit path nothing is copied for that:
-``identity_vary`` answers the cache's Vary questions from the client's fields and the
+``Identity.vary_values`` answers the cache's Vary questions from the client's fields and the
 identity together, which is what a lookup over ``with_identity(fields, identity)`` sees; the
 copy is made only when the general policy (``policy.choose``) has to read the request. The
 rate limit is charged only when the cache answers: on None, ``Exchange.handle`` decides again
@@ -12,12 +12,10 @@ and charges it there, once. Denials go back to the exchange, which writes every 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from edgeproxy.cache import VARY_ABSENT
 from edgeproxy.gateway import IDENTITY_PREFIX, Deny, Gateway, Identity, Route
-from edgeproxy.headers import normalise_field_value, vary_value
+from edgeproxy.variants import select
 
 if TYPE_CHECKING:
     from edgeproxy.exchange import Exchange
@@ -29,25 +27,6 @@ Fields = list[tuple[bytes, bytes]]
 def with_identity(headers: Fields, identity: Identity) -> Fields:
     """The request fields with every client-sent X-Flowcms-* replaced by the gateway's."""
     return [(n, v) for n, v in headers if not n.startswith(IDENTITY_PREFIX)] + list(identity.fields)
-
-
-def identity_vary(headers: Fields, identity: Identity) -> Callable[[bytes], bytes]:
-    """The cache's ``request_vary_getter`` of ``with_identity(headers, identity)``, without the copy.
-
-    Vary names are lowercase (``headers.parse_vary``); an identity field appears at most once,
-    so its value is normalised alone, as ``headers.vary_value`` would (``Identity.vary_values``).
-    """
-    own = identity.vary_values
-    if len(own) != len(identity.by_name):  # the first use: normalise the identity's values once
-        own.update({n: normalise_field_value(v) for n, v in identity.by_name.items()})
-
-    def getter(name: bytes) -> bytes:
-        if name.startswith(IDENTITY_PREFIX):
-            return own.get(name, VARY_ABSENT)
-        value = vary_value(headers, name)
-        return VARY_ABSENT if value is None else value
-
-    return getter
 
 
 def gated_hit(exchange: Exchange, gw: Gateway, route: Route, method: bytes, target: bytes, fields: Fields,
@@ -69,7 +48,8 @@ def gated_hit(exchange: Exchange, gw: Gateway, route: Route, method: bytes, targ
         return identity
     assert isinstance(identity, Identity)
     host = host.lower() if host else None
-    entry = exchange.cache.peek(b"%s%s" % (host or b"", target), identity_vary(fields, identity))
+    entry = select(exchange.cache.peek_variants(b"%s%s" % (host or b"", target)), fields, identity.vary_values,
+                   IDENTITY_PREFIX)
     hit = exchange.fresh_hit(method, fields, entry, identity)
     if hit is None:
         return None

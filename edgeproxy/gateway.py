@@ -42,6 +42,7 @@ from urllib.parse import unquote_to_bytes
 
 import jwt
 
+from edgeproxy.headers import normalise_field_value
 from edgeproxy.ratelimit import (  # noqa: F401  (re-exported: the gateway's public names)
     INTERVAL,
     MAX_PER_MINUTE,
@@ -152,17 +153,16 @@ class Identity:
     bucket: str  # the rate-limit bucket: "key:<id>", "jwt:<sub>" or "ip:<address>"
     per_minute: int
     fields: tuple[tuple[bytes, bytes], ...]  # the X-Flowcms-* request fields the origin sees
-    # The same fields by name (the first line of a name counts), for Vary lookups on the hit path.
-    by_name: dict[bytes, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
-    # ``by_name`` with each value as Vary matching sees it (``headers.normalise_field_value``): filled
-    # by ``gated.identity_vary`` on first use, once per identity instead of once per request.
+    # The same fields by name (the first line of a name counts), each value as Vary matching sees it
+    # (``headers.normalise_field_value``): the hit lanes' ``variants.select`` reads them instead of the
+    # client's X-Flowcms-* fields. Made once per identity, not once per request.
     vary_values: dict[bytes, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_name: dict[bytes, bytes] = {}
         for name, value in self.fields:
             by_name.setdefault(name, value)
-        object.__setattr__(self, "by_name", by_name)
+        object.__setattr__(self, "vary_values", {n: normalise_field_value(v) for n, v in by_name.items()})
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,12 @@ bucket. Anything else returns None before anything is counted or charged, and th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from edgeproxy.cache import VARY_ABSENT
-from edgeproxy.gated import identity_vary
-from edgeproxy.gateway import Deny, Identity, Route
-from edgeproxy.headers import vary_value
-from edgeproxy.policy import POLICY_REQUEST_FIELDS, is_plain, serve_plain
+from edgeproxy.gateway import IDENTITY_PREFIX, Deny, Identity, Route
+from edgeproxy.policy import POLICY_REQUEST_FIELDS, is_plain, plain_age_ttl
 from edgeproxy.replies import CachedObject, choose_request_id, has_body
+from edgeproxy.variants import select
 
 if TYPE_CHECKING:
     from edgeproxy.exchange import Exchange
@@ -86,8 +83,9 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
             identity = found
     host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
     cache = exchange.cache
-    entry = cache.peek(b"%s%s" % (host or b"", target),
-                       _vary_getter(fields) if identity is None else identity_vary(fields, identity))
+    variants = cache.peek_variants(b"%s%s" % (host or b"", target))
+    entry = select(variants, fields) if identity is None else select(variants, fields, identity.vary_values,
+                                                                     IDENTITY_PREFIX)
     if entry is None or entry.stale:
         return None
     obj = entry.value
@@ -96,7 +94,7 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     body = obj.body if method != b"HEAD" and has_body(obj.status) else b""
     if len(body) > room:
         return None
-    plain = serve_plain(obj.stored, time.time())
+    plain = plain_age_ttl(obj.stored, time.time())
     if plain is None:
         return None
     # The cache answers: count it, and charge it to the identity's bucket (a 429 is not a hit).
@@ -104,7 +102,7 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     counters.requests += 1
     rid = choose_request_id(None if several_rids else given_rid)
     if identity is None:
-        hit: Hit = (obj, body, int(plain.age), int(plain.ttl), rid, 0, 0, 0)
+        hit: Hit = (obj, body, int(plain[0]), int(plain[1]), rid, 0, 0, 0)
     else:
         assert gw is not None
         assert route is not None
@@ -112,17 +110,8 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
         if type(taken) is Deny:
             return taken, route, rid
         assert isinstance(taken, tuple)
-        hit = (obj, body, int(plain.age), int(plain.ttl), rid, identity.per_minute, taken[0], taken[1])
+        hit = (obj, body, int(plain[0]), int(plain[1]), rid, identity.per_minute, taken[0], taken[1])
     counters.hits += 1
     cache.record_hit(entry)
     return hit
 
-
-def _vary_getter(fields: Fields) -> Callable[[bytes], bytes]:
-    """The cache's ``request_vary_getter`` of the client's own fields (outside the gateway)."""
-
-    def getter(name: bytes) -> bytes:
-        value = vary_value(fields, name)
-        return VARY_ABSENT if value is None else value
-
-    return getter

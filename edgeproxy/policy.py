@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -147,11 +147,21 @@ class Stored:
     invalid: bool = False
     """Invalidated (RFC 9111 §4.4): not even served stale while it is revalidated."""
     surrogate_keys: tuple[bytes, ...] = ()
+    # Computed once here, not on every hit (a Stored never changes; ``replace`` computes them again):
+    born: float = field(init=False, repr=False, compare=False)
+    """``response_time`` minus the corrected initial age (§4.2.3): the time the response's age was 0."""
+    lifetime: float = field(init=False, repr=False, compare=False)
+    """``freshness_lifetime`` (§4.2.1)."""
 
     def __post_init__(self) -> None:
         expected = 0 if self.vary == "*" else len(self.vary)
         if len(self.vary_values) != expected:
             raise ValueError(f"{len(self.vary_values)} vary values for Vary {self.vary!r}")
+        apparent_age = max(0.0, self.response_time - self.date_value)
+        response_delay = self.response_time - self.request_time
+        corrected_age_value = self.age_value + response_delay
+        object.__setattr__(self, "born", self.response_time - max(apparent_age, corrected_age_value))
+        object.__setattr__(self, "lifetime", freshness_lifetime(self))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,18 +357,14 @@ def freshness_lifetime(stored: Stored) -> float:
 
 
 def current_age(stored: Stored, now: float) -> float:
-    """The response's age in seconds at ``now``, exactly as RFC 9111 §4.2.3 computes it."""
-    apparent_age = max(0.0, stored.response_time - stored.date_value)
-    response_delay = stored.response_time - stored.request_time
-    corrected_age_value = stored.age_value + response_delay
-    corrected_initial_age = max(apparent_age, corrected_age_value)
-    resident_time = now - stored.response_time
-    return corrected_initial_age + resident_time
+    """The response's age in seconds at ``now`` (RFC 9111 §4.2.3): the corrected initial age plus
+    the resident time, ``now - response_time``; ``Stored.born`` holds ``response_time`` minus the former."""
+    return now - stored.born
 
 
 def _ttl(stored: Stored, age: float) -> float:
     """Remaining freshness; a soft-purged entry has none left."""
-    ttl = freshness_lifetime(stored) - age
+    ttl = stored.lifetime - age
     return min(ttl, 0.0) if stored.stale else ttl
 
 
@@ -415,9 +421,18 @@ def serve_plain(stored: Stored, now: float) -> Serve | None:
     """``choose`` for an ``is_plain_request`` GET/HEAD and an ``is_plain`` response:
     Serve while fresh, else None (then ``choose`` decides). The hit path's short cut; the
     property tests check it against ``choose``."""
-    age = current_age(stored, now)
-    ttl = _ttl(stored, age)
-    return Serve(age=age, ttl=ttl) if ttl > 0 else None
+    fresh = plain_age_ttl(stored, now)
+    return None if fresh is None else Serve(age=fresh[0], ttl=fresh[1])
+
+
+def plain_age_ttl(stored: Stored, now: float) -> tuple[float, float] | None:
+    """``serve_plain``'s (age, ttl), without the Serve: the hit lanes' form (a frozen dataclass
+    costs ~0.3 µs to build, a tenth of a static hit's Python work)."""
+    if stored.stale:
+        return None
+    age = now - stored.born
+    ttl = stored.lifetime - age
+    return (age, ttl) if ttl > 0 else None
 
 
 # --- the decision ----------------------------------------------------------------------------

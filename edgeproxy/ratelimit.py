@@ -52,11 +52,16 @@ def _reset_field(reset_s: int) -> tuple[bytes, bytes]:
 
 
 class _Bucket:
-    __slots__ = ("per_minute", "tat")
+    __slots__ = ("per_minute", "reset_hi", "reset_s", "tat")
 
     def __init__(self, tat: int, per_minute: int) -> None:
         self.tat = tat  # theoretical arrival time, in units of 1/per_minute ns
         self.per_minute = per_minute
+        # The last X-RateLimit-Reset: the epoch second ceil(tat / (per_minute·NS)), and that second
+        # in the TAT's units. It stays right while the TAT (which only grows) is not past reset_hi:
+        # one comparison instead of a division of ~75-bit integers on every request.
+        self.reset_s = 0
+        self.reset_hi = 0
 
 
 def _scaled_tat(state: _Bucket, per_minute: int) -> int:
@@ -93,23 +98,31 @@ class RateLimiter:
         changes (``acquire`` then says when). No RateLimit is built: that is a third of the cost."""
         t = now_ns * per_minute
         state = self._buckets.get(bucket)
-        tat = t
-        if state is not None:
-            stored = state.tat if state.per_minute == per_minute else _scaled_tat(state, per_minute)
-            if stored > t:
-                tat = stored
+        if state is None:
+            tat = t
+        elif state.per_minute == per_minute:
+            tat = state.tat if state.tat > t else t
+        else:  # the tier's limit changed (a reload): the TAT in the new units
+            tat = max(_scaled_tat(state, per_minute), t)
         window = per_minute * INTERVAL  # the burst: per_minute intervals
         new_tat = tat + INTERVAL
-        if new_tat - t > window:
+        used = new_tat - t
+        if used > window:
             return None
         if state is None:
             if len(self._buckets) >= self._sweep_at:
                 self.sweep(now_ns)
-            self._buckets[bucket] = _Bucket(new_tat, per_minute)
+            state = self._buckets[bucket] = _Bucket(new_tat, per_minute)
         else:
+            if state.per_minute != per_minute:
+                state.per_minute = per_minute
+                state.reset_hi = 0  # in the old units
             state.tat = new_tat
-            state.per_minute = per_minute
-        return (window - (new_tat - t)) // INTERVAL, -(-new_tat // (per_minute * NS))
+        if new_tat > state.reset_hi:  # the TAT only grows: the reset second is right until it passes reset_hi
+            second = per_minute * NS
+            state.reset_s = -(-new_tat // second)
+            state.reset_hi = state.reset_s * second
+        return (window - used) // INTERVAL, state.reset_s
 
     def sweep(self, now_ns: int) -> None:
         """Forget buckets that are full again (their TAT has passed): they hold no information."""

@@ -12,13 +12,15 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgeproxy.cache import CacheStore, Entry
 from edgeproxy.config import ProxyConfig
 from edgeproxy.exchange import Exchange, _vary_getter
-from edgeproxy.gated import identity_vary, with_identity
-from edgeproxy.gateway import NS, Identity, Role
+from edgeproxy.gated import with_identity
+from edgeproxy.gateway import IDENTITY_PREFIX, NS, Identity, Role
 from edgeproxy.gateway_config import parse_gateway
 from edgeproxy.replies import Reply
 from edgeproxy.upstream import UpstreamResponse
+from edgeproxy.variants import select
 
 NOW_NS = 1_767_225_600 * NS
 HOST = b"edge.test"
@@ -51,15 +53,26 @@ identities = st.builds(
     st.none() | st.just("viewer"))
 
 
-@given(st.lists(st.tuples(st.sampled_from(NAMES), values), max_size=6), identities | st.just(
-    Identity(None, None, None, "ip:192.0.2.1", 100, ())))
-def test_identity_vary_sees_what_a_lookup_over_with_identity_sees(headers: list[tuple[bytes, bytes]],
-                                                                 identity: Identity) -> None:
-    """Client X-Flowcms-* fields are ignored, the identity's count, every other field is the client's."""
-    getter = identity_vary(headers, identity)
+fields_lists = st.lists(st.tuples(st.sampled_from(NAMES), values), max_size=6)
+
+
+@given(fields_lists, identities | st.just(Identity(None, None, None, "ip:192.0.2.1", 100, ())), fields_lists,
+       st.booleans())
+def test_peek_with_identity_selects_what_a_lookup_over_with_identity_selects(
+        headers: list[tuple[bytes, bytes]], identity: Identity, other: list[tuple[bytes, bytes]],
+        same: bool) -> None:
+    """Client X-Flowcms-* fields are ignored, the identity's count, every other field is the client's:
+    the hit lanes' ``variants.select`` picks the variant a lookup over the ``with_identity`` copy picks."""
     copied = with_identity(headers, identity)
-    for name in NAMES:
-        assert getter(name) == _vary_getter(copied, name)
+    stored_request = copied if same else other  # the request the stored variant answered
+    store: CacheStore[None] = CacheStore(1 << 20)
+    store.store(Entry(key=b"k", path=b"/", value=None, size=1, vary=tuple(NAMES),
+                      vary_values=tuple(_vary_getter(stored_request, n) for n in NAMES)))
+    expected = store.peek(b"k", lambda name: _vary_getter(copied, name))
+    assert (expected is not None) >= same
+    assert select(store.peek_variants(b"k"), headers, identity.vary_values, IDENTITY_PREFIX) is expected
+    # outside the gateway: the client's own fields, X-Flowcms-* included
+    assert select(store.peek_variants(b"k"), headers) is store.peek(b"k", lambda name: _vary_getter(headers, name))
 
 
 # -- hits through an Exchange ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -686,18 +687,21 @@ def test_gcra_retry_after_and_reset() -> None:
                             (b"x-ratelimit-reset", b"%d" % (NOW + 1)))
 
 
-def _reference(arrivals: list[int], per_minute: int) -> list[bool]:
-    """GCRA in exact rationals (seconds as Fractions): the model the integer version must equal."""
-    interval = Fraction(60, per_minute)
+def _reference(arrivals: list[int], limit: int) -> list[tuple[bool, int, int]]:
+    """GCRA in exact rationals (seconds as Fractions): the model the integer version must equal.
+    Per arrival: admitted, and when admitted the X-RateLimit-Remaining and -Reset (epoch second)."""
+    interval = Fraction(60, limit)
     tat: Fraction | None = None
     out = []
     for ns in arrivals:
         t = Fraction(ns, NS)
         base = t if tat is None or tat < t else tat
-        ok = base + interval - t <= per_minute * interval
+        ok = base + interval - t <= limit * interval
         if ok:
             tat = base + interval
-        out.append(ok)
+            out.append((True, math.floor((limit * interval - (tat - t)) / interval), math.ceil(tat)))
+        else:
+            out.append((False, 0, 0))
     return out
 
 
@@ -710,7 +714,24 @@ def test_gcra_matches_the_rational_model(per_minute: int, gaps: list[int]) -> No
         t += gap
         arrivals.append(t)
     limiter = RateLimiter()
-    assert [limiter.acquire("k", per_minute, a).allowed for a in arrivals] == _reference(arrivals, per_minute)
+    assert [limiter.acquire("k", per_minute, a).allowed for a in arrivals] == [
+        ok for ok, _, _ in _reference(arrivals, per_minute)]
+
+
+@given(limit=st.sampled_from([100, 101, 997, 10000]), gaps=st.lists(st.integers(0, NS // 2), min_size=1, max_size=300))
+def test_gcra_hit_path_numbers_match_the_rational_model(limit: int, gaps: list[int]) -> None:
+    """``take`` (the hit lanes' charge) says what exact arithmetic says: admitted or not, and the
+    Remaining and Reset it sends (its remembered reset second included)."""
+    arrivals, t = [], NOW_NS
+    for gap in gaps:
+        t += gap
+        arrivals.append(t)
+    limiter = RateLimiter()
+    got = []
+    for a in arrivals:
+        taken = limiter.take("k", limit, a)
+        got.append((False, 0, 0) if taken is None else (True, *taken))
+    assert got == _reference(arrivals, limit)
 
 
 def test_limiter_sweeps_full_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -725,7 +746,8 @@ def test_limiter_sweeps_full_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert repr(limiter) == "<RateLimiter [1 buckets]>"
     # a changed limit rescales the stored time: TAT t+1.6 s, so at t+1 s with T = 0.06 s:
     assert limiter.acquire("ip:late", 1000, NOW_NS + 1 * NS).remaining == 989  # (60 - 0.66) / 0.06
-    assert limiter.acquire("ip:late", 1000, NOW_NS + 1 * NS).remaining == 988
+    changed = limiter.acquire("ip:late", 1000, NOW_NS + 1 * NS)
+    assert (changed.remaining, changed.reset_s) == (988, NOW + 2)  # TAT t+1.72 s: the reset in the new units
     assert INTERVAL == 60 * NS
 
 
@@ -799,7 +821,7 @@ def test_body_size_unknown_length_is_left_to_the_reader() -> None:
 @pytest.mark.parametrize("module", ["gateway.py", "ratelimit.py"])
 def test_gateway_modules_are_pure(module: str) -> None:
     """STYLE.md 2.1: no I/O, no clock, no trio in the decision modules (the clock is a parameter);
-    the gateway imports nothing of the edge but its pure rate limiter."""
+    the gateway imports nothing of the edge but its pure rate limiter and header rules."""
     path = Path(__file__).resolve().parents[3] / "edgeproxy" / module
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -809,7 +831,7 @@ def test_gateway_modules_are_pure(module: str) -> None:
             names.add(node.module)
     roots = {name.split(".")[0] for name in names}
     assert not roots & {"trio", "socket", "time", "os", "pathlib", "logging", "datetime"}
-    assert {name for name in names if name.split(".")[0] == "edgeproxy"} <= {"edgeproxy.ratelimit"}
+    assert {name for name in names if name.split(".")[0] == "edgeproxy"} <= {"edgeproxy.ratelimit", "edgeproxy.headers"}
 
 
 def test_signed_payload_that_is_not_json_is_malformed() -> None:

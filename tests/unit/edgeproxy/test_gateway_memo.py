@@ -252,10 +252,11 @@ def test_anonymous_identity_is_remembered_per_address() -> None:
     assert gw.authenticate(route(gw), b"GET", None, "192.0.2.1", NOW_NS) == first
 
 
-def test_identity_fields_by_name_keep_the_first_line() -> None:
-    identity = Identity("s", None, None, "key:x", 100, ((b"x-flowcms-subject", b"a"), (b"x-flowcms-subject", b"b")))
-    assert identity.by_name == {b"x-flowcms-subject": b"a"}
-    assert identity == Identity("s", None, None, "key:x", 100, identity.fields)  # by_name is not compared
+def test_identity_vary_values_keep_the_first_line_normalised() -> None:
+    identity = Identity("s", None, None, "key:x", 100, ((b"x-flowcms-subject", b" a ,  b "),
+                                                         (b"x-flowcms-subject", b"c")))
+    assert identity.vary_values == {b"x-flowcms-subject": b"a, b"}
+    assert identity == Identity("s", None, None, "key:x", 100, identity.fields)  # vary_values is not compared
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2_000_000_000), min_size=1, max_size=150))

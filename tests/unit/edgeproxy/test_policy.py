@@ -66,7 +66,7 @@ INM_V1 = [(b"if-none-match", b'"v1"')]
 
 # --- layering --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("module", ["edgeproxy/headers.py", "edgeproxy/policy.py"])
+@pytest.mark.parametrize("module", ["edgeproxy/headers.py", "edgeproxy/policy.py", "edgeproxy/variants.py"])
 def test_module_is_pure(module: str) -> None:
     """STYLE.md 2.1: pure-core modules import no I/O, clock, trio or logging."""
     tree = ast.parse((Path(__file__).resolve().parents[3] / module).read_text())
