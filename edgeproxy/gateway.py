@@ -409,6 +409,30 @@ class Gateway:
                                           f"role; the credential has {has}", _INSUFFICIENT)
         return found
 
+    def remembered_reader(self, target: bytes, method: bytes, authorization: bytes) -> Identity | None:
+        """``route_for`` and ``authenticate`` in one call, for the hit lanes' common case: the target's
+        route is remembered, and ``authorization`` is a remembered API key, still configured, that the
+        route lets use ``method``. None for anything else: then ``route_for`` and ``authenticate``
+        decide, as they always do (JWTs, anonymous reads, denials, a first request).
+
+        Why: an API hit through the gateway cost ~3 µs more than a static one through wrk (bench/api.md);
+        one call instead of two, and only the checks that can pass, is a measurable part of that.
+        """
+        known_route = self._routes.get(target)
+        if known_route is None:
+            return None
+        route = known_route[0]
+        known = self._tokens.get(authorization)
+        if route is None or known is None or known.key_hash is None:  # no key_hash: a JWT (its exp is checked)
+            return None
+        identity = known.identity
+        if self.keys.get(known.key_hash) is not identity or (route.methods is not None and method not in route.methods):
+            return None
+        if (route.public and method in route.read_methods) or (identity.role is not None
+                                                              and identity.role >= route.min_role):
+            return identity
+        return None
+
     def _charge_failure(self, deny: Deny, client: str | None, now_ns: int) -> Deny:
         """A credential that failed costs its client address a request of the anonymous tier, so
         guessing keys or tokens from one address is throttled like anonymous reading is: past the

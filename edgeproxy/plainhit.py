@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from edgeproxy.gateway import IDENTITY_PREFIX, Deny, Identity, Route
-from edgeproxy.policy import POLICY_REQUEST_FIELDS, is_plain, plain_age_ttl
+from edgeproxy.policy import POLICY_REQUEST_FIELDS, plain_age_ttl
 from edgeproxy.replies import CachedObject, choose_request_id, has_body
 from edgeproxy.variants import select
 
@@ -70,17 +70,22 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     now_ns = 0
     gw = exchange.gateway
     if gw is not None and target.startswith(gw.prefixes):
-        route = gw.route_for(target)
-        if route is not None:
-            if from_browser:
-                return None  # under a route it gets the CORS fields: Exchange.handle adds them
+        if authorization is not None and not from_browser:
+            identity = gw.remembered_reader(target, method, authorization)  # the common case, in one call
+        if identity is None:
+            route = gw.route_for(target)
+            if route is not None:
+                if from_browser:
+                    return None  # under a route it gets the CORS fields: Exchange.handle adds them
+                now_ns = exchange.gateway_clock()
+                found = gw.authenticate(route, method, authorization, client, now_ns)
+                if type(found) is Deny:
+                    exchange.counters.requests += 1
+                    return found, route, choose_request_id(None if several_rids else given_rid)
+                assert isinstance(found, Identity)
+                identity = found
+        else:
             now_ns = exchange.gateway_clock()
-            found = gw.authenticate(route, method, authorization, client, now_ns)
-            if type(found) is Deny:
-                exchange.counters.requests += 1
-                return found, route, choose_request_id(None if several_rids else given_rid)
-            assert isinstance(found, Identity)
-            identity = found
     host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
     cache = exchange.cache
     variants = cache.peek_variants(b"%s%s" % (host or b"", target))
@@ -89,14 +94,12 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     if entry is None or entry.stale:
         return None
     obj = entry.value
-    if not is_plain(obj.stored, vary_matched=True):
-        return None
     body = obj.body if method != b"HEAD" and has_body(obj.status) else b""
     if len(body) > room:
         return None
     plain = plain_age_ttl(obj.stored, time.time())
     if plain is None:
-        return None
+        return None  # stale, or no-cache (not is_plain): policy.choose decides (try_hit)
     # The cache answers: count it, and charge it to the identity's bucket (a 429 is not a hit).
     counters = exchange.counters
     counters.requests += 1
@@ -105,10 +108,9 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
         hit: Hit = (obj, body, int(plain[0]), int(plain[1]), rid, 0, 0, 0)
     else:
         assert gw is not None
-        assert route is not None
         taken = gw.charge_counts(identity, now_ns)
         if type(taken) is Deny:
-            return taken, route, rid
+            return taken, route or gw.route_for(target), rid  # type: ignore[return-value]  (a route: charged)
         assert isinstance(taken, tuple)
         hit = (obj, body, int(plain[0]), int(plain[1]), rid, identity.per_minute, taken[0], taken[1])
     counters.hits += 1

@@ -427,8 +427,10 @@ def serve_plain(stored: Stored, now: float) -> Serve | None:
 
 def plain_age_ttl(stored: Stored, now: float) -> tuple[float, float] | None:
     """``serve_plain``'s (age, ttl), without the Serve: the hit lanes' form (a frozen dataclass
-    costs ~0.3 µs to build, a tenth of a static hit's Python work)."""
-    if stored.stale:
+    costs ~0.3 µs to build, a tenth of a static hit's Python work). The lanes call it for the
+    variant a lookup selected (its Vary matched), so it checks the rest of ``is_plain`` too: a
+    ``no-cache`` response gives None (``choose`` decides)."""
+    if stored.stale or stored.directives.no_cache:
         return None
     age = now - stored.born
     ttl = stored.lifetime - age

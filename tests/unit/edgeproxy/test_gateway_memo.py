@@ -8,6 +8,7 @@ never remembered. Routes are remembered per target; ``charge`` and ``RateLimiter
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jwt
@@ -276,3 +277,49 @@ def test_charge_counts_are_charge_as_numbers(steps: list[int]) -> None:
             assert charged == ((b"x-ratelimit-limit", b"100"), (b"x-ratelimit-remaining", b"%d" % counted[0]),
                                (b"x-ratelimit-reset", b"%d" % counted[1]))
     assert numbers.statistics() == fields.statistics()
+
+
+# -- the hit lanes' one-call check --------------------------------------------------------------------
+
+METHOD_LIMITED = Gateway(parse_gateway({
+    "anonymous_tier": "starter",
+    "tiers": {"starter": 1000},
+    "routes": [{"prefix": "/api/v3", "public": True, "methods": ["GET", "HEAD", "POST"]},
+               {"prefix": "/api/v3/admin", "min_role": "admin"}, {"prefix": "/graphql", "min_role": "editor"}],
+    "keys": [{"id": "viewer", "key": VIEWER_KEY, "role": "viewer", "tier": "starter"},
+             {"id": "admin", "key": SMALL_KEY, "role": "admin", "tier": "starter"}],
+    "jwt": {"hs256_secret": SECRET, "audience": "flowcms", "tier": "starter"},
+}, source="test.toml"))
+
+
+def test_remembered_reader_is_authenticate_or_none() -> None:
+    """``remembered_reader`` answers only what ``route_for`` and ``authenticate`` would (the same
+    identity object), and for a remembered key allowed there it does answer: the lanes' short cut is
+    taken, and never admits what the full check denies. Every combination, checked."""
+    keyed = (b"Bearer " + VIEWER_KEY.encode(), b"Bearer " + SMALL_KEY.encode())
+    for target, method, authorization, limited, seen, revoked in itertools.product(
+            [b"/api/v3/contents", b"/api/v3/admin/publish", b"/graphql", b"/elsewhere"],
+            [b"GET", b"HEAD", b"POST", b"DELETE"], [*keyed, b"Bearer fc_live_nobody", token(), b"Basic eDp5"],
+            [False, True], [False, True], [False, True]):
+        gw = METHOD_LIMITED if limited else gateway()
+        gw._tokens.clear()
+        gw._routes.clear()
+        keys = dict(gw.keys)
+        try:
+            found_route = gw.route_for(target) if seen else None
+            if found_route is not None:
+                gw.authenticate(found_route, b"GET", authorization, "192.0.2.1", NOW_NS)  # remembers a good key
+            if revoked:
+                gw.keys.pop(hash_key(VIEWER_KEY), None)  # after it was remembered
+            quick = gw.remembered_reader(target, method, authorization)
+            full = gw.authenticate(found_route, method, authorization, "192.0.2.1", NOW_NS) if found_route else None
+            case = (target, method, authorization[:20], limited, seen, revoked)
+            if quick is not None:
+                assert quick is full, case
+            if found_route is not None and isinstance(full, Identity) and authorization in keyed:
+                assert quick is full, case  # the short cut is taken where it can be
+            if not seen or authorization not in keyed:
+                assert quick is None, case  # nothing remembered yet, a JWT, an unknown key or another scheme
+        finally:
+            gw.keys.clear()
+            gw.keys.update(keys)
