@@ -250,8 +250,8 @@ class CacheStore(Generic[V]):
         return entry
 
     def peek(self, key: bytes, request_vary_getter: Callable[[bytes], bytes]) -> Entry[V] | None:
-        """``lookup`` without counting anything: for a caller that may look again (the hit
-        path asks first, and the general path looks up for real when it cannot answer)."""
+        """``lookup`` without counting anything. (The hit lanes select from ``peek_variants``
+        with ``variants.select``, which reads the request's fields without a getter.)"""
         variants = self._by_key.get(key)
         if variants is None:
             return None

@@ -3,8 +3,8 @@
 The gateway (``gateway.py``) says who is asking. Its X-Flowcms-* fields replace any the
 client sent before the cache looks (API answers carry ``Vary`` on the role field), and its
 X-RateLimit-* fields join the answer. On the hit path nothing is copied for that:
-``Identity.vary_values`` answers the cache's Vary questions from the client's fields and the
-identity together, which is what a lookup over ``with_identity(fields, identity)`` sees; the
+``variants.select`` reads the X-Flowcms-* fields from ``Identity.vary_values`` and every other
+field from the client's, which is what a lookup over ``with_identity(fields, identity)`` sees; the
 copy is made only when the general policy (``policy.choose``) has to read the request. The
 rate limit is charged only when the cache answers: on None, ``Exchange.handle`` decides again
 and charges it there, once. Denials go back to the exchange, which writes every error answer.

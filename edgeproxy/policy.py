@@ -417,19 +417,12 @@ def is_plain_request(request_headers: Fields) -> bool:
     return True
 
 
-def serve_plain(stored: Stored, now: float) -> Serve | None:
-    """``choose`` for an ``is_plain_request`` GET/HEAD and an ``is_plain`` response:
-    Serve while fresh, else None (then ``choose`` decides). The hit path's short cut; the
-    property tests check it against ``choose``."""
-    fresh = plain_age_ttl(stored, now)
-    return None if fresh is None else Serve(age=fresh[0], ttl=fresh[1])
-
-
 def plain_age_ttl(stored: Stored, now: float) -> tuple[float, float] | None:
-    """``serve_plain``'s (age, ttl), without the Serve: the hit lanes' form (a frozen dataclass
-    costs ~0.3 µs to build, a tenth of a static hit's Python work). The lanes call it for the
-    variant a lookup selected (its Vary matched), so it checks the rest of ``is_plain`` too: a
-    ``no-cache`` response gives None (``choose`` decides)."""
+    """``choose`` for an ``is_plain_request`` GET/HEAD and the variant a lookup selected (its Vary
+    matched): the Serve's (age, ttl) while fresh, else None (then ``choose`` decides). It checks the
+    rest of ``is_plain`` too: a ``no-cache`` response gives None. The hit path's short cut, as a tuple
+    (a frozen Serve costs ~0.3 µs to build, a tenth of a static hit's Python work); the property tests
+    check it against ``choose``."""
     if stored.stale or stored.directives.no_cache:
         return None
     age = now - stored.born
