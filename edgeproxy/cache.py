@@ -94,7 +94,7 @@ class Entry(Generic[V]):
     """
 
     __slots__ = ("_freq", "_key", "_path", "_queue", "_size", "_surrogate_keys", "_value",
-                 "_vary", "_vary_values", "hits", "invalid", "stale")
+                 "_vary", "_vary_values", "hits", "invalid", "selector", "stale")
 
     def __init__(self, *, key: bytes, path: bytes, value: V, size: int,
                  vary: tuple[bytes, ...] | None = None, vary_values: tuple[bytes, ...] = (),
@@ -117,6 +117,9 @@ class Entry(Generic[V]):
         self.hits = 0  # lookups that returned this entry
         self._freq = 0  # S3-FIFO's 2-bit access counter
         self._queue = _FREE
+        # What a caller derives once from this entry's Vary to match requests faster
+        # (``variants.select``); the store never reads it. Vary and its values never change.
+        self.selector: object = None
 
     @property
     def key(self) -> bytes:
