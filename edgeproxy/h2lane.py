@@ -16,9 +16,11 @@ from __future__ import annotations
 import functools
 
 from edgeproxy.exchange import hit_status
-from edgeproxy.h2wire import encode_field
+from edgeproxy.h2wire import encode_field, name_part
 
 _RID = b"x-request-id"
+_AGE = name_part(b"age")
+_REMAINING = name_part(b"x-ratelimit-remaining")
 
 
 @functools.lru_cache(maxsize=4096)  # one per distinct ttl second, as exchange.hit_status
@@ -46,10 +48,13 @@ def hit_block(prefix: bytes, date_field: bytes, rid: bytes, age: int, ttl: int, 
         limit: the identity's requests per minute under a gateway route, 0 outside every route
             (then no X-RateLimit-* fields).
     """
+    # Age and X-RateLimit-Remaining are a few digits: a literal's length under 127 is one byte (the
+    # ``%c``), so their fields are formatted here instead of by one encode_field call each.
+    age_value = b"%d" % age
     if limit:
-        return b"%s%s%s%s%s%s%s%s" % (prefix, date_field, encode_field(_RID, rid), encode_field(b"age", b"%d" % age),
-                                      _cache_status_field(ttl), _limit_field(limit),
-                                      encode_field(b"x-ratelimit-remaining", b"%d" % remaining),
-                                      _reset_field(reset_s))
-    return b"%s%s%s%s%s" % (prefix, date_field, encode_field(_RID, rid), encode_field(b"age", b"%d" % age),
-                            _cache_status_field(ttl))
+        left = b"%d" % remaining
+        return b"%s%s%s%s%c%s%s%s%s%c%s%s" % (prefix, date_field, encode_field(_RID, rid), _AGE, len(age_value),
+                                              age_value, _cache_status_field(ttl), _limit_field(limit), _REMAINING,
+                                              len(left), left, _reset_field(reset_s))
+    return b"%s%s%s%s%c%s%s" % (prefix, date_field, encode_field(_RID, rid), _AGE, len(age_value), age_value,
+                                _cache_status_field(ttl))

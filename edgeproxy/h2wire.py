@@ -268,6 +268,12 @@ def _name_part(name: bytes) -> bytes:
     return part
 
 
+def name_part(name: bytes) -> bytes:
+    """The encoded start of a literal field without indexing (``encode_field``'s, before the value's
+    length): for a caller that formats a field whose value is short and whose name is fixed."""
+    return _NAME_PARTS.get(name) or _name_part(name)
+
+
 def encode_field(name: bytes, value: bytes) -> bytes:
     """A literal field without indexing (RFC 7541 §6.2.2); ``name`` is lower-case.
 

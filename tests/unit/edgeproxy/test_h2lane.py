@@ -32,3 +32,14 @@ def test_hit_block_is_the_general_encoding(rid: bytes, limit: int) -> None:
     decoded = hpack.Decoder().decode(block, raw=True)
     assert decoded[-len(extra):] == extra
     assert (b"x-request-id", rid) in decoded
+
+
+@pytest.mark.parametrize("age", [0, 9, 10, 86_399, 2_147_483_648])
+@pytest.mark.parametrize("remaining", [0, 7, 10_000])
+def test_age_and_remaining_are_literals_of_their_own_length(age: int, remaining: int) -> None:
+    """The one-byte lengths of the hand-formatted Age and X-RateLimit-Remaining decode as HPACK."""
+    for limit in (0, 10_000):
+        decoded = hpack.Decoder().decode(hit_block(PREFIX, DATE, b"r-1", age, 597, limit, remaining, 1_767_225_660),
+                                         raw=True)
+        assert (b"age", b"%d" % age) in decoded
+        assert ((b"x-ratelimit-remaining", b"%d" % remaining) in decoded) == bool(limit)
