@@ -5,8 +5,9 @@ buffered, up to ``stream_after`` bytes: past that, the response comes back with 
 read so far and ``rest``, an async iterator over the remaining body that holds the
 connection until it is exhausted or closed (large bodies stream through, never held
 whole). Without ``stream_after``, bodies above ``max_body`` raise ``UpstreamProtocolError``.
-An idle pooled connection that has become readable (the origin closed it, or sent bytes
-nobody asked for) is discarded before use, as httpcore's pool does; one the origin closed
+A connection with bytes past the response's end (a Content-Length shorter than the body)
+is closed, not pooled; an idle pooled connection that has become readable (the origin closed
+it, or sent bytes nobody asked for) is discarded before use, as httpcore's pool does; one the origin closed
 in the same instant still fails on first use, and an idempotent request is then retried
 once on a fresh connection (what nginx's ``proxy_next_upstream error`` does). trio and h11
 errors are translated here into the ``UpstreamError`` tree, once (STYLE.md 2.4 §5).
@@ -61,6 +62,12 @@ class _Connection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD_BYTES)
+
+    def is_done(self) -> bool:
+        """The exchange ended cleanly on both sides and nothing came after the response: bytes
+        past its end (a Content-Length shorter than the body) would be read as the next answer."""
+        conn = self.conn
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE and not conn.trailing_data[0]
 
     def is_reusable(self) -> bool:
         """An idle connection is reusable while nothing is readable on it (no EOF, no junk)."""
@@ -152,7 +159,7 @@ class OriginPool:
                     raise UpstreamProtocolError(f"connection to origin failed: {exc}") from None
                 response = await self._receive(c, retryable, stream_after)
             handed_off = response.rest is not None
-            keep = c.conn.our_state is h11.DONE and c.conn.their_state is h11.DONE
+            keep = c.is_done()
         except trio.TooSlowError:
             raise UpstreamTimeout(f"origin did not answer within {self.read_timeout:g} s") from None
         except h11.ProtocolError as exc:
@@ -196,8 +203,7 @@ class OriginPool:
         except h11.ProtocolError as exc:
             raise UpstreamProtocolError(f"origin sent invalid HTTP: {exc}") from None
         finally:
-            if done and conn.our_state is h11.DONE and conn.their_state is h11.DONE \
-                    and len(self._idle) < MAX_IDLE_CONNECTIONS:
+            if done and c.is_done() and len(self._idle) < MAX_IDLE_CONNECTIONS:
                 conn.start_next_cycle()
                 self._idle.append(c)
             else:

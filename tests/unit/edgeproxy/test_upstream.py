@@ -119,6 +119,29 @@ async def test_pool_invalid_http_is_a_protocol_error(nursery: trio.Nursery) -> N
         await pool.request(b"GET", b"/", [])
 
 
+async def test_pool_drops_a_connection_with_bytes_past_the_response(nursery: trio.Nursery) -> None:
+    """An origin that sends more than its Content-Length says (cache-tests.fyi's short-length
+    cases) leaves bytes nobody asked for on the connection: it is closed, not pooled, so the next
+    request is not answered with them (nginx closes such a keep-alive connection too)."""
+
+    async def overlong(stream: trio.abc.Stream) -> None:
+        try:
+            while data := await stream.receive_some(65536):
+                if data.endswith(b"\r\n\r\n"):
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n0123456789-stray-bytes")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+    pool = MemoryPool(nursery, overlong)
+    first = await pool.request(b"GET", b"/a", [])
+    second = await pool.request(b"GET", b"/b", [])
+    assert (first.status, first.body, second.status, second.body) == (200, b"01234", 200, b"01234")
+    assert pool.connections_opened == 2
+    await pool.aclose()
+
+
 async def test_pool_body_limit(nursery: trio.Nursery) -> None:
     """A body past max_body is refused instead of buffered."""
     pool = MemoryPool(nursery, origin(body=b"x" * 2000), max_body=1000)
