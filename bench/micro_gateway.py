@@ -50,7 +50,6 @@ from edgeproxy.gateway import RateLimiter
 from edgeproxy.gateway_config import parse_gateway
 from edgeproxy.h1lane import h1_hit
 from edgeproxy.h2lane import hit_block
-from edgeproxy.http2 import _DATE as _H2_DATE
 from edgeproxy.http2 import H2Connection
 from edgeproxy.plainhit import plain_hit
 from edgeproxy.replies import Reply
@@ -147,14 +146,12 @@ def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1:
         return lane
 
     if h2_lane:
-        date = _H2_DATE  # the encoded Date field HTTP/2 sends
-
         def lane2(calls: int) -> None:
             for i in range(calls):
                 found = plain_hit(exchange, b"GET", target, requests[i % count], HOST, "127.0.0.1", 1 << 20)
                 assert found is not None
                 obj, _, age, ttl, rid_, limit, remaining, reset = found  # type: ignore[misc]
-                hit_block(obj.h2 or obj.h2_block(), date.get(), rid_, age, ttl, limit, remaining, reset)
+                hit_block(obj.h2 or obj.h2_block(), rid_, age, ttl, limit, remaining, reset)
 
         return lane2
 

@@ -50,7 +50,8 @@ def serialize_parts(reply: Reply, rid: bytes, *, head_only: bool, close: bool) -
     """The head bytes and the body to send after it: kept apart so a large cached body goes
     out with one ``sendmsg`` instead of being copied into one buffer with its head."""
     prefix = reply.head
-    tail = [b"date: ", DATES.get(), b"\r\nx-request-id: ", rid, b"\r\n"]
+    tail = [b"x-request-id: ", rid, b"\r\n"] if reply.dated else [b"date: ", DATES.get(), b"\r\nx-request-id: ", rid,
+                                                                     b"\r\n"]
     for name, value in reply.extra:
         tail += [name, b": ", value, b"\r\n"]
     if not prefix:

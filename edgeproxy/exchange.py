@@ -46,7 +46,7 @@ from edgeproxy.gateway import (
     is_disguised,
     max_body_bytes,
 )
-from edgeproxy.headers import format_cache_status, get_header, vary_value
+from edgeproxy.headers import format_cache_status, format_http_date, get_header, vary_value
 from edgeproxy.publish_metrics import PublishLog, merge_snapshots, summarize
 from edgeproxy.purge import (
     REALM,
@@ -77,8 +77,9 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
 })
-# The edge sets X-Request-ID itself on every answer; an origin's copy would duplicate it.
-EDGE_SET_FIELDS = frozenset({b"age", b"date", b"x-request-id"})
+# The edge sets X-Request-ID itself on every answer, and Age on every answer from the cache; an
+# origin's copy would duplicate them. The origin's Date is kept (RFC 9110 §6.6.1, ``Exchange.origin``).
+EDGE_SET_FIELDS = frozenset({b"age", b"x-request-id"})
 # Client preconditions: a cache-filling fetch drops them so the origin sends a storable full
 # response, and the cache then answers the precondition itself (Varnish does the same on a miss).
 CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
@@ -327,7 +328,13 @@ class Exchange:
         except UpstreamError:
             self.counters.origin_errors += 1
             raise
-        return response, request_time, time.time()
+        response_time = time.time()
+        if get_header(response.headers, b"date") is None:
+            # RFC 9110 §6.6.1: a recipient that caches or forwards a response without Date adds
+            # the time it was received. A cache never changes a stored Date (RFC 9111 §4), so the
+            # answers made from this response carry this one, not the time they are sent.
+            response.headers.append((b"date", format_http_date(response_time)))
+        return response, request_time, response_time
 
     async def fetch(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
                     fwd: str, stale: CachedObject | None) -> Reply:
@@ -615,10 +622,10 @@ def _origin_reply(method: bytes, response: UpstreamResponse, cache_status: bytes
         if response.length is not None:
             fields.append((b"content-length", b"%d" % response.length))
         return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)],
-                     stream=response.rest, length=response.length)
+                     stream=response.rest, length=response.length, dated=True)
     elif has_body(response.status):
         fields.append((b"content-length", b"%d" % len(response.body)))
-    return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)])
+    return Reply(response.status, fields, response.body, extra=[(b"cache-status", cache_status)], dated=True)
 
 
 def _not_modified_reply(headers: list[tuple[bytes, bytes]], response: UpstreamResponse,
@@ -636,7 +643,7 @@ def _not_modified_reply(headers: list[tuple[bytes, bytes]], response: UpstreamRe
     if not policy.not_modified(headers, stored):
         return None
     fields = [(n, v) for n, v in client_fields(response.headers) if n not in CONTENT_FIELDS]
-    return Reply(304, fields, b"", extra=[(b"cache-status", cache_status)])
+    return Reply(304, fields, b"", extra=[(b"cache-status", cache_status)], dated=True)
 
 
 def _refresh_key(key: bytes, obj: CachedObject) -> bytes:

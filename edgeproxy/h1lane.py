@@ -5,8 +5,9 @@ Why: a hit through ``Exchange.try_hit`` builds a ``Reply`` with a list of extra 
 adds the X-RateLimit-* tuples on top. bench/api.py measured API hits at ~0.6x the requests/s of
 static hits over HTTP/1.1 (HOTPATH.md: per-request Python work decides HTTP/1.1 throughput).
 Nothing in such an answer needs an object per request: the cached object's status line and
-fields are serialized once (``CachedObject.h1_head``), and what changes per request (Date,
-X-Request-ID, Age, Cache-Status, the X-RateLimit-* numbers) is one ``bytes %`` format here.
+fields are serialized once (``CachedObject.h1_head``, the stored Date included), and what changes
+per request (X-Request-ID, Age, Cache-Status, the X-RateLimit-* numbers) is one ``bytes %`` format
+here.
 
 What takes the lane is decided by ``plainhit.plain_hit`` (shared with the HTTP/2 lane,
 ``h2lane.py``): a GET or HEAD with no request directive and no precondition whose selected variant
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeproxy.answering import DATES, serialize_parts
+from edgeproxy.answering import serialize_parts
 from edgeproxy.exchange import hit_status
 from edgeproxy.plainhit import plain_hit
 from edgeproxy.replies import Reply, denial_reply
@@ -32,10 +33,11 @@ Fields = list[tuple[bytes, bytes]]
 # head bytes, body (empty for HEAD and bodiless statuses), status, the X-Request-ID sent
 Answer = tuple[bytes, bytes, int, bytes]
 
-# What serialize_parts appends to a cached reply's head, in its order: Date, X-Request-ID, then
-# the reply's extra fields (fresh_hit's Age and Cache-Status, then gated_hit's X-RateLimit-*).
-_TAIL = b"%sdate: %s\r\nx-request-id: %s\r\nage: %d\r\ncache-status: %s\r\n\r\n"
-_GATED_TAIL = (b"%sdate: %s\r\nx-request-id: %s\r\nage: %d\r\ncache-status: %s\r\nx-ratelimit-limit: %d\r\n"
+# What serialize_parts appends to a cached reply's head (which holds the stored Date), in its
+# order: X-Request-ID, then the reply's extra fields (fresh_hit's Age and Cache-Status, then
+# gated_hit's X-RateLimit-*).
+_TAIL = b"%sx-request-id: %s\r\nage: %d\r\ncache-status: %s\r\n\r\n"
+_GATED_TAIL = (b"%sx-request-id: %s\r\nage: %d\r\ncache-status: %s\r\nx-ratelimit-limit: %d\r\n"
                b"x-ratelimit-remaining: %d\r\nx-ratelimit-reset: %d\r\n\r\n")
 
 
@@ -59,8 +61,7 @@ def h1_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, hos
         return head, body, reply.status, rid
     obj, body, age, ttl, rid, limit, remaining, reset = found
     if limit:
-        head = _GATED_TAIL % (obj.head or obj.h1_head(), DATES.get(), rid, age, hit_status(ttl), limit, remaining,
-                              reset)
+        head = _GATED_TAIL % (obj.head or obj.h1_head(), rid, age, hit_status(ttl), limit, remaining, reset)
     else:
-        head = _TAIL % (obj.head or obj.h1_head(), DATES.get(), rid, age, hit_status(ttl))
+        head = _TAIL % (obj.head or obj.h1_head(), rid, age, hit_status(ttl))
     return head, body, obj.status, rid

@@ -8,7 +8,8 @@ outcome becomes the block: the cached object's encoded prefix (``CachedObject.h2
 object), then the fields that change per request, each a literal without indexing (h2wire), the
 ones that repeat (Cache-Status per ttl, X-RateLimit-Limit per tier, X-RateLimit-Reset per second)
 encoded once. The block is byte for byte the one ``_block(try_hit(...))`` sends, fields in the
-same order: Date, X-Request-ID, Age, Cache-Status, then X-RateLimit-Limit, -Remaining, -Reset.
+same order: X-Request-ID, Age, Cache-Status, then X-RateLimit-Limit, -Remaining, -Reset (the
+stored Date is in the prefix: a cache does not change it, RFC 9111 §4).
 """
 
 from __future__ import annotations
@@ -38,13 +39,12 @@ def _reset_field(reset_s: int) -> bytes:
     return encode_field(b"x-ratelimit-reset", b"%d" % reset_s)
 
 
-def hit_block(prefix: bytes, date_field: bytes, rid: bytes, age: int, ttl: int, limit: int, remaining: int,
-              reset_s: int) -> bytes:
+def hit_block(prefix: bytes, rid: bytes, age: int, ttl: int, limit: int, remaining: int, reset_s: int) -> bytes:
     """The response header block of a plain fresh hit (``plainhit.Hit``), without a table size update.
 
     Args:
-        prefix: the cached object's encoded status and fields (``CachedObject.h2_block``).
-        date_field: the encoded Date field of this second.
+        prefix: the cached object's encoded status and fields (``CachedObject.h2_block``), its
+            stored Date included.
         limit: the identity's requests per minute under a gateway route, 0 outside every route
             (then no X-RateLimit-* fields).
     """
@@ -53,8 +53,8 @@ def hit_block(prefix: bytes, date_field: bytes, rid: bytes, age: int, ttl: int, 
     age_value = b"%d" % age
     if limit:
         left = b"%d" % remaining
-        return b"%s%s%s%s%c%s%s%s%s%c%s%s" % (prefix, date_field, encode_field(_RID, rid), _AGE, len(age_value),
+        return b"%s%s%s%c%s%s%s%s%c%s%s" % (prefix, encode_field(_RID, rid), _AGE, len(age_value),
                                               age_value, _cache_status_field(ttl), _limit_field(limit), _REMAINING,
                                               len(left), left, _reset_field(reset_s))
-    return b"%s%s%s%s%c%s%s" % (prefix, date_field, encode_field(_RID, rid), _AGE, len(age_value), age_value,
+    return b"%s%s%s%c%s%s" % (prefix, encode_field(_RID, rid), _AGE, len(age_value), age_value,
                                 _cache_status_field(ttl))

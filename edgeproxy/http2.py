@@ -4,8 +4,8 @@ Why not the h2 library: measured on this machine, a trio + h2 server spends ~80%
 CPU in h2/hyperframe/hpack state machines and peaks near 7–10k req/s (HOTPATH.md). Here
 frames are parsed by hand (``h2wire``), header blocks are decoded with ``hpack.Decoder``,
 and the answer to a fresh cache hit is written in the same pass as the request was read:
-no task, no event objects, a pre-encoded header block per cached object with only
-``date``/``age``/``cache-status``/``x-request-id`` (and the gateway's X-RateLimit-*) appended
+no task, no event objects, a pre-encoded header block per cached object (its stored ``date``
+included) with only ``age``/``cache-status``/``x-request-id`` (and the gateway's X-RateLimit-*) appended
 (``h2lane.py`` for plain fresh hits, ``_block`` for the rest), and one ``sendmsg`` per batch of
 frames received, a cached body queued as its own piece (never copied on its way out). Everything else (misses, revalidation, request bodies, large answers
 that outgrow the flow-control windows) runs the shared ``Exchange`` in one task per stream.
@@ -586,7 +586,7 @@ class H2Connection:
     def _send_hit(self, s: _Stream, hit: Hit) -> None:
         """Answer a plain fresh hit inline (``h2lane``): ``plain_hit`` checked that it fits the windows."""
         obj, body, age, ttl, rid, limit, remaining, reset = hit
-        block = hit_block(obj.h2 or obj.h2_block(), _DATE.get(), rid, age, ttl, limit, remaining, reset)
+        block = hit_block(obj.h2 or obj.h2_block(), rid, age, ttl, limit, remaining, reset)
         self._write_answer(s, block, body)
         log_access(rid, s.head.method, s.head.path, obj.status, len(obj.body), time.perf_counter(), "HTTP/2")
 
@@ -634,7 +634,8 @@ class H2Connection:
             if reply.stream is None and has_body(reply.status) and not any(n == b"content-length" for n, _ in fields):
                 fields.append((b"content-length", b"%d" % len(reply.body)))
             prefix = w.encode_block(reply.status, fields)
-        parts = [prefix, _DATE.get(), w.encode_field(b"x-request-id", rid)]
+        parts = [prefix, w.encode_field(b"x-request-id", rid)] if reply.dated else [
+            prefix, _DATE.get(), w.encode_field(b"x-request-id", rid)]
         parts += [w.encode_field(n, v) for n, v in reply.extra]
         if lead and self.table_update:
             parts.insert(0, self.table_update)

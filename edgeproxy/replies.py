@@ -32,7 +32,7 @@ class CachedObject:
 
     stored: policy.Stored
     status: int
-    fields: list[tuple[bytes, bytes]]  # client-facing header fields (no hop-by-hop, no Age/Date)
+    fields: list[tuple[bytes, bytes]]  # client-facing header fields (no hop-by-hop, no Age; the origin's Date)
     body: bytes
     head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
     h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
@@ -40,7 +40,8 @@ class CachedObject:
 
     def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
         """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""
-        return Reply(self.status, self.fields, self.body, extra=extra, head=self.h1_head(), h2=self.h2_block())
+        return Reply(self.status, self.fields, self.body, extra=extra, head=self.h1_head(), h2=self.h2_block(),
+                     dated=True)
 
     def reply_304(self, extra: list[tuple[bytes, bytes]]) -> Reply:
         """RFC 9110 §15.4.5: the validators and caching fields, no content fields."""
@@ -48,8 +49,8 @@ class CachedObject:
         if prepared is None:
             fields = [(n, v) for n, v in self.fields if n not in CONTENT_FIELDS]
             prepared = self.not_modified = Reply(304, fields, b"", head=format_head_prefix(304, fields),
-                                                 h2=encode_block(304, fields))
-        return Reply(304, prepared.fields, b"", extra=extra, head=prepared.head, h2=prepared.h2)
+                                                 h2=encode_block(304, fields), dated=True)
+        return Reply(304, prepared.fields, b"", extra=extra, head=prepared.head, h2=prepared.h2, dated=True)
 
     def h1_head(self) -> bytes:
         if not self.head:
@@ -78,6 +79,10 @@ class Reply:
     # it; ``length`` is the whole length when the origin declared it (else chunked / close).
     stream: AsyncIterator[bytes] | None = None
     length: int | None = None
+    # The fields carry the origin's Date (an answer from the cache or the origin): it is sent as
+    # stored (RFC 9111 §4, cache-tests.fyi's "must not update Date"). The edge's own answers
+    # (errors, denials, stats) get the current one.
+    dated: bool = False
 
     async def aclose(self) -> None:
         """Drop a streamed body that will not be sent (frees the origin connection)."""

@@ -410,7 +410,8 @@ async def _send_streamed(stream: Any, reply: Reply, rid: bytes, head: RequestHea
     fields = [(n, v) for n, v in reply.fields if n != b"transfer-encoding"]
     if chunked:
         fields.append((b"transfer-encoding", b"chunked"))
-    tail = [(b"date", DATES.get()), (b"x-request-id", rid), *reply.extra]
+    tail = [(b"x-request-id", rid), *reply.extra] if reply.dated else [(b"date", DATES.get()), (b"x-request-id", rid),
+                                                                       *reply.extra]
     if close:
         tail.append((b"connection", b"close"))
     data = format_response_head(reply.status, [*fields, *tail])

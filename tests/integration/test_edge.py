@@ -7,11 +7,13 @@ Objects that must be stale at once are stored with an ``Age`` larger than their 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from support.loopback import (
     Answer,
     Edge,
     H1Client,
+    H2Client,
     OriginStub,
     Response,
     SeenRequest,
@@ -108,11 +111,48 @@ async def test_edge_miss_then_hit(origin: OriginStub, edge: Edge) -> None:
     assert re.fullmatch(r"edgeproxy; hit; ttl=\d+", cache_status(second))
     assert second.header("age") is not None
     assert origin.count("/page") == 1
-    # Surrogate-Key is for the edge only (Fastly/Varnish convention); Date is ours.
+    # Surrogate-Key is for the edge only (Fastly/Varnish convention); a Date the origin did not send is added.
     assert first.header("surrogate-key") is None
     assert second.header("surrogate-key") is None
     assert first.header("date") is not None
     assert len(first.all(b"date")) == 1
+
+
+async def test_edge_answers_from_the_cache_keep_the_stored_date(nursery: trio.Nursery, origin: OriginStub,
+                                                                edge: Edge) -> None:
+    """A cache does not change a stored Date (RFC 9111 §4; cache-tests.fyi other-date-update): hits
+    over HTTP/1.1 and h2c, through the hit lanes and the general path (a precondition that fails, a
+    304 for one that matches), carry the Date the origin sent. A response without Date gets the
+    time it arrived (RFC 9110 §6.6.1), and keeps it; the edge's own answers carry the current time."""
+    stamp = email.utils.formatdate(time.time() - 100, usegmt=True).encode()
+    origin.route("/dated", cached(cc="max-age=3600", extra=((b"date", stamp),)))
+    origin.route("/undated", cached(cc="max-age=3600"))
+    with trio.fail_after(BOUND_S):
+        miss = await get(edge.port, "/dated")
+        hit = await get(edge.port, "/dated")
+        general = await get(edge.port, "/dated", ("if-none-match", '"other"'))
+        not_modified = await get(edge.port, "/dated", ("if-none-match", '"v1"'))
+        client = await H2Client.connect(nursery, edge.port)
+        h2_hit = await client.request("GET", "/dated")
+        h2_general = await client.request("GET", "/dated", [("if-none-match", '"other"')])
+        await client.aclose()
+        first = await get(edge.port, "/undated")
+        await trio.sleep(1.1)  # the next second: a Date made per answer would differ
+        later = await get(edge.port, "/undated")
+        own = await get(edge.port, "/.edge/stats")
+    answers = [hit, general, not_modified, h2_hit, h2_general]
+    assert [a.status for a in answers] == [200, 200, 304, 200, 200]
+    assert all("hit" in cache_status(a) for a in answers)
+    assert [a.all(b"date") for a in [miss, *answers]] == [[stamp]] * 6
+    assert int(hit.header("age") or b"0") >= 100  # the stored Date still counts for Age (RFC 9111 §4.2.3)
+    assert "hit" in cache_status(later)
+    assert later.all(b"date") == first.all(b"date")
+    received = email.utils.parsedate_to_datetime((first.header("date") or b"").decode()).timestamp()
+    assert abs(received - time.time()) < 5
+    now = email.utils.parsedate_to_datetime((own.header("date") or b"").decode()).timestamp()
+    assert abs(now - time.time()) < 2
+    assert own.header("date") != first.header("date")
+    assert (origin.count("/dated"), origin.count("/undated")) == (1, 1)
 
 
 async def test_edge_request_id_kept_or_generated(origin: OriginStub, edge: Edge) -> None:

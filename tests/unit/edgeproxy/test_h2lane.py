@@ -1,7 +1,8 @@
 """``h2lane.hit_block``: the header block of a plain fresh hit, field for field what ``_block`` encodes.
 
-``H2Connection._block`` appends Date, X-Request-ID and the reply's extra fields (Age and
-Cache-Status from ``fresh_hit``, then the gateway's X-RateLimit-*) to the cached prefix, each a
+``H2Connection._block`` appends X-Request-ID and the reply's extra fields (Age and Cache-Status
+from ``fresh_hit``, then the gateway's X-RateLimit-*) to the cached prefix (which holds the stored
+Date: a cache does not change it), each a
 literal without indexing; the lane's block must be the same bytes (the integration test compares
 live answers, this one the encoding, long request ids included: a length past the 7-bit prefix).
 """
@@ -15,8 +16,8 @@ from edgeproxy.exchange import hit_status
 from edgeproxy.h2lane import hit_block
 from edgeproxy.h2wire import encode_block, encode_field
 
-PREFIX = encode_block(200, [(b"content-type", b"application/json"), (b"content-length", b"11")])
-DATE = encode_field(b"date", b"Thu, 01 Jan 2026 00:00:00 GMT")
+PREFIX = encode_block(200, [(b"content-type", b"application/json"), (b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"),
+                            (b"content-length", b"11")])
 
 
 @pytest.mark.parametrize("rid", [b"r1", b"a" * 126, b"b" * 127, b"c" * 200])
@@ -26,8 +27,8 @@ def test_hit_block_is_the_general_encoding(rid: bytes, limit: int) -> None:
     if limit:
         extra += [(b"x-ratelimit-limit", b"%d" % limit), (b"x-ratelimit-remaining", b"41"),
                   (b"x-ratelimit-reset", b"1767225660")]
-    expected = PREFIX + DATE + encode_field(b"x-request-id", rid) + b"".join(encode_field(n, v) for n, v in extra)
-    block = hit_block(PREFIX, DATE, rid, 3, 597, limit, 41, 1_767_225_660)
+    expected = PREFIX + encode_field(b"x-request-id", rid) + b"".join(encode_field(n, v) for n, v in extra)
+    block = hit_block(PREFIX, rid, 3, 597, limit, 41, 1_767_225_660)
     assert block == expected
     decoded = hpack.Decoder().decode(block, raw=True)
     assert decoded[-len(extra):] == extra
@@ -39,7 +40,7 @@ def test_hit_block_is_the_general_encoding(rid: bytes, limit: int) -> None:
 def test_age_and_remaining_are_literals_of_their_own_length(age: int, remaining: int) -> None:
     """The one-byte lengths of the hand-formatted Age and X-RateLimit-Remaining decode as HPACK."""
     for limit in (0, 10_000):
-        decoded = hpack.Decoder().decode(hit_block(PREFIX, DATE, b"r-1", age, 597, limit, remaining, 1_767_225_660),
+        decoded = hpack.Decoder().decode(hit_block(PREFIX, b"r-1", age, 597, limit, remaining, 1_767_225_660),
                                          raw=True)
         assert (b"age", b"%d" % age) in decoded
         assert ((b"x-ratelimit-remaining", b"%d" % remaining) in decoded) == bool(limit)
