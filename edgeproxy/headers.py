@@ -19,6 +19,10 @@ Invalid arguments: ``max-age``/``s-maxage`` read as 0, i.e. stale (RFC 9111 §4.
 that); permissive or request-tuning directives (``max-stale=x``, ``min-fresh=x``,
 ``stale-while-revalidate=x``, ``stale-if-error=x``) are ignored, which is the restrictive
 reading for each.
+
+Targeted fields (``CDN-Cache-Control``, RFC 9213) are Structured Field Dictionaries, parsed by
+``http_sf`` and not by the lenient Cache-Control reader: a field that does not parse is ignored
+whole (as if absent), and a member of the wrong type (``max-age="60"``) is not used.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import http_sf
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -233,6 +239,54 @@ def parse_cache_control(values: Sequence[bytes] | bytes) -> CacheDirectives:
     for duplicates and invalid arguments.
     """
     return _parse_cache_control(_join(values))
+
+
+def parse_targeted_cache_control(values: Sequence[bytes] | bytes) -> CacheDirectives | None:
+    """A targeted field's lines (RFC 9213 §2.1) as ``CacheDirectives``, or None when they are not a
+    valid Structured Field Dictionary: then the cache ignores the field, as if it were absent.
+
+    Members take the directive's inferred type (§2.1: implementations SHOULD NOT consume values
+    that violate it): the delta-seconds directives an Integer >= 0, the flags Boolean true,
+    ``no-cache``/``private`` Boolean true or a String of field names. Any other value is not used;
+    unknown members and all parameters are ignored. Never raises.
+    """
+    return _parse_targeted(values if isinstance(values, bytes) else b", ".join(values))
+
+
+# RFC 9213 §2.1: response directives and the Structured Field type each takes.
+_TARGETED_INTEGERS = {"max-age": "max_age", "s-maxage": "s_maxage",
+                      "stale-while-revalidate": "stale_while_revalidate", "stale-if-error": "stale_if_error"}
+_TARGETED_FLAGS = {"no-store": "no_store", "public": "public", "must-revalidate": "must_revalidate",
+                   "proxy-revalidate": "proxy_revalidate", "immutable": "immutable",
+                   "no-transform": "no_transform", "must-understand": "must_understand"}
+_TARGETED_LISTS = {"no-cache": "no_cache", "private": "private"}
+
+
+@functools.lru_cache(maxsize=CACHE_CONTROL_MEMO_SIZE)
+def _parse_targeted(value: bytes) -> CacheDirectives | None:
+    try:
+        members = http_sf.parse(value, tltype="dictionary")
+    except (http_sf.StructuredFieldError, ValueError):
+        return None
+    assert isinstance(members, dict)
+    fields: dict[str, object] = {}
+    for name, (item, _parameters) in members.items():
+        if name in _TARGETED_INTEGERS:
+            if type(item) is int and item >= 0:  # a bool is an int too: bare ``max-age`` is not one
+                fields[_TARGETED_INTEGERS[name]] = min(item, DELTA_SECONDS_MAX)
+        elif name in _TARGETED_FLAGS:
+            if item is True:
+                fields[_TARGETED_FLAGS[name]] = True
+        elif name in _TARGETED_LISTS:
+            attribute = _TARGETED_LISTS[name]
+            if item is True:
+                fields[attribute] = True
+            elif type(item) is str:
+                fields[attribute] = True
+                names = _field_names(item.encode("ascii"))
+                if names:
+                    fields[f"{attribute}_fields"] = names
+    return CacheDirectives(**fields)  # type: ignore[arg-type]
 
 
 def _unquote(argument: bytes) -> bytes:

@@ -71,6 +71,7 @@ from edgeproxy.headers import (
     parse_http_date,
     parse_if_none_match,
     parse_surrogate_keys,
+    parse_targeted_cache_control,
     parse_vary,
     strip_hop_by_hop,
     strong_match,
@@ -107,9 +108,11 @@ NOT_STORED_FIELDS = frozenset({b"proxy-authenticate", b"proxy-authentication-inf
 # RFC 9111 §3.2: fields a 304 does not update (Content-Length; Content-Range, processed by us;
 # Vary, which the stored variant's selection depends upon).
 NOT_UPDATED_FIELDS = frozenset({b"content-length", b"content-range", b"vary"})
-# Edge-only fields, consumed here and removed before the client sees the response: we are the
-# client-facing CDN tier, where RFC 9213 §3 lets a CDN drop CDN-Cache-Control.
-EDGE_ONLY_FIELDS = frozenset({b"surrogate-key", b"surrogate-control", b"cdn-cache-control"})
+# Edge-only fields, consumed here and removed before the client sees the response (Fastly's and
+# Varnish's convention for Surrogate-*). CDN-Cache-Control is forwarded: RFC 9213 §3, "CDN caches
+# that use CDN-Cache-Control will typically forward this header so that downstream CDN caches can
+# use it as well" (an edge behind another CDN is one such chain).
+EDGE_ONLY_FIELDS = frozenset({b"surrogate-key", b"surrogate-control"})
 # Placeholder authority for origin-form targets; ".invalid" never resolves (RFC 6761 §6.4).
 _UNKNOWN_AUTHORITY = "edgeproxy.invalid"
 
@@ -229,9 +232,14 @@ def effective_directives(response_headers: Fields) -> tuple[CacheDirectives, byt
     """The response directives a shared CDN cache obeys, and the field they came from."""
     for name in TARGETED_FIELDS:
         values = get_all(response_headers, name)
-        # RFC 9213 §2.1: the first targeted field with a non-empty value replaces Cache-Control.
+        # RFC 9213 §2.2: the first targeted field with a valid, non-empty value replaces
+        # Cache-Control (and Expires); an invalid one is ignored, as if absent.
         if values and b",".join(values).strip(b" \t,"):
-            return parse_cache_control(values), name
+            if name == b"surrogate-control":  # Edge Architecture 1.0, not a Structured Field
+                return parse_cache_control(values), name
+            directives = parse_targeted_cache_control(values)
+            if directives is not None:
+                return directives, name
     return parse_cache_control(get_all(response_headers, b"cache-control")), b"cache-control"
 
 
@@ -622,8 +630,8 @@ def _origin(uri: str) -> tuple[str, str]:
 # --- output ----------------------------------------------------------------------------------
 
 def strip_for_client(headers: Fields) -> Headers:
-    """Remove hop-by-hop fields and the edge-only Surrogate-Key, Surrogate-Control and
-    CDN-Cache-Control (we always consume them; RFC 9213 §3 allows dropping CDN-Cache-Control)."""
+    """Remove hop-by-hop fields and the edge-only Surrogate-Key and Surrogate-Control (we always
+    consume them); CDN-Cache-Control goes on to downstream CDNs (RFC 9213 §3)."""
     return [(k, v) for k, v in strip_hop_by_hop(headers) if k not in EDGE_ONLY_FIELDS]
 
 

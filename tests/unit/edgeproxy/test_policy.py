@@ -86,6 +86,43 @@ def test_cdn_cache_control_wins_over_surrogate_and_cache_control() -> None:
     assert effective_directives(headers[:1]) == (CacheDirectives(no_store=True), b"cache-control")
 
 
+@pytest.mark.parametrize("value", [
+    b"max-age=10000, &&&&&",  # cache-tests.fyi cdn-cc-invalid-sh-type-unknown
+    b"max-age =3600", b"max-age= 3600", b"MAX-AGE=3600", b"max-age=3600, private=", b'no-store="unterminated',
+])
+def test_invalid_targeted_field_is_ignored_whole(value: bytes) -> None:
+    """RFC 9213 §2.1: a targeted field that is not a valid Structured Field Dictionary is ignored,
+    as if absent: Cache-Control decides (here its no-store), not the members that did parse."""
+    assert effective_directives([cc(b"no-store"), (b"cdn-cache-control", value)]) == (
+        CacheDirectives(no_store=True), b"cache-control")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (b'max-age="10000"', CacheDirectives()),  # cache-tests.fyi cdn-cc-invalid-sh-type-wrong: not consumed
+    (b"max-age=3600.5", CacheDirectives()), (b"max-age=-1", CacheDirectives()), (b"max-age", CacheDirectives()),
+    (b"max-age=600, s-maxage=60;x=1", CacheDirectives(max_age=600, s_maxage=60)),  # parameters ignored
+    (b"max-age=1, max-age=2", CacheDirectives(max_age=2)),  # a Dictionary's last member of a name wins
+    (b"max-age=99999999999", CacheDirectives(max_age=2**31)),
+    (b"no-store, must-revalidate", CacheDirectives(no_store=True, must_revalidate=True)),
+    (b"no-store=1, public=?0", CacheDirectives()),  # flags are Boolean true or not used
+    (b"private", CacheDirectives(private=True)),
+    (b'no-cache="Set-Cookie, x-a"', CacheDirectives(no_cache=True, no_cache_fields=(b"set-cookie", b"x-a"))),
+    (b"stale-while-revalidate=30, stale-if-error=60, whatever=7",
+     CacheDirectives(stale_while_revalidate=30, stale_if_error=60)),
+])
+def test_targeted_members_take_their_types(value: bytes, expected: CacheDirectives) -> None:
+    """RFC 9213 §2.1: a member whose value has the wrong Structured Field type is not used."""
+    assert effective_directives([cc(b"max-age=5"), (b"cdn-cache-control", value)]) == (expected, b"cdn-cache-control")
+
+
+def test_targeted_field_lines_are_one_dictionary() -> None:
+    """Several field lines are joined into one Dictionary (RFC 8941 §4.2), an invalid line spoils all."""
+    lines = [(b"cdn-cache-control", b"max-age=60"), (b"cdn-cache-control", b"private")]
+    assert effective_directives([cc(b"no-store"), *lines]) == (CacheDirectives(max_age=60, private=True),
+                                                               b"cdn-cache-control")
+    assert effective_directives([cc(b"no-store"), *lines, (b"cdn-cache-control", b"&")])[1] == b"cache-control"
+
+
 def test_empty_targeted_field_is_ignored() -> None:
     """RFC 9213 §2.1: only a non-empty targeted field is used; RFC 9213 §3.1's 'none' counts."""
     assert effective_directives([cc(b"max-age=5"), (b"cdn-cache-control", b" , ")])[1] == b"cache-control"
@@ -617,11 +654,13 @@ def test_invalidation_targets_nothing_or_garbage() -> None:
 # --- output ----------------------------------------------------------------------------------
 
 def test_strip_for_client_removes_edge_only_and_hop_by_hop() -> None:
-    """Surrogate-Key/Control and CDN-Cache-Control are ours (RFC 9213 §3); hop-by-hop never forwarded."""
+    """Surrogate-Key/Control are ours; CDN-Cache-Control goes on to downstream CDNs (RFC 9213 §3,
+    cache-tests.fyi cdn-private); hop-by-hop never forwarded."""
     headers = [(b"surrogate-key", b"a"), (b"surrogate-control", b"max-age=5"),
                (b"cdn-cache-control", b"none"), (b"keep-alive", b"5"), cc(b"max-age=60"),
                (b"content-type", b"text/html")]
-    assert strip_for_client(headers) == [cc(b"max-age=60"), (b"content-type", b"text/html")]
+    assert strip_for_client(headers) == [(b"cdn-cache-control", b"none"), cc(b"max-age=60"),
+                                          (b"content-type", b"text/html")]
 
 
 def test_serve_headers_sets_our_age() -> None:
