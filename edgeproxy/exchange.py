@@ -58,6 +58,7 @@ from edgeproxy.purge import (
     spec_from_wire,
     spec_to_wire,
 )
+from edgeproxy.ranges import UNSATISFIABLE, byte_range, if_range_holds
 from edgeproxy.replies import (
     CONTENT_FIELDS,
     CachedObject,
@@ -227,7 +228,7 @@ class Exchange:
         if type(decision) is not policy.Serve:
             return None
         self.counters.hits += 1
-        return self.from_cache(obj, headers, decision.age, hit_status(int(decision.ttl)))
+        return self.from_cache(obj, headers, decision.age, hit_status(int(decision.ttl)), ranged=method == b"GET")
 
     def try_hit(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                 host: bytes | None, *, client: str | None = None) -> Reply | None:
@@ -287,7 +288,7 @@ class Exchange:
         if isinstance(decision, policy.Serve) and obj is not None:
             self.counters.hits += 1
             return self.from_cache(obj, headers, decision.age, format_cache_status(
-                hit=True, ttl=decision.ttl))
+                hit=True, ttl=decision.ttl), ranged=method == b"GET")
         if isinstance(decision, policy.ServeStale) and obj is not None:
             self.counters.stale_served += 1
             refresh = _refresh_key(key, obj)
@@ -299,8 +300,8 @@ class Exchange:
         if isinstance(decision, policy.GatewayTimeout):
             return error_reply(504, "ONLY_IF_CACHED", "only-if-cached: nothing usable is cached")
         if isinstance(decision, policy.Pass) or get_header(headers, b"range") is not None:
-            # Pass stores nothing; a Range request is not collapsed or stored either, because
-            # its 206 answers only this request (we do not merge ranges).
+            # Pass stores nothing; a Range request that no fresh stored 200 answered (from_cache)
+            # is not collapsed or stored either: its 206 answers only this request (no range merging).
             return await self.forward(method, target, headers, b"", host)
         if isinstance(decision, policy.Revalidate) and obj is not None:
             return await self.revalidate(method, target, headers, key, obj, decision)
@@ -310,10 +311,23 @@ class Exchange:
         return await self.fetch(method, target, headers, key, fwd, obj)
 
     def from_cache(self, obj: CachedObject, headers: list[tuple[bytes, bytes]], age: float,
-                   cache_status: bytes) -> Reply:
+                   cache_status: bytes, *, ranged: bool = False) -> Reply:
+        """The stored answer for this request: a 304 for a precondition that matches, and with
+        ``ranged`` (a GET) the part a Range field asks of a stored 200 (``ranges.py``)."""
         extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
         if policy.not_modified(headers, obj.stored):
             return obj.reply_304(extra)
+        if ranged and obj.status == 200:
+            asked = get_header(headers, b"range")
+            if asked is not None:
+                condition = get_header(headers, b"if-range")
+                stored = obj.stored
+                if condition is None or if_range_holds(condition, stored.etag, stored.last_modified):
+                    part = byte_range(asked, len(obj.body))
+                    if part == UNSATISFIABLE:
+                        return obj.reply_unsatisfiable(extra)
+                    if part is not None:
+                        return obj.reply_range(part[0], part[1], extra)
         return obj.reply(extra)
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],

@@ -1,7 +1,7 @@
 """Is this request a plain fresh hit? The decision the HTTP/1.1 and HTTP/2 hit lanes share.
 
 Why: both lanes (``h1lane.py``, ``h2lane.py``) answer the common case without a ``Reply``: a GET
-or HEAD with none of ``policy.POLICY_REQUEST_FIELDS`` (no request directive, no precondition)
+or HEAD with none of ``policy.POLICY_REQUEST_FIELDS`` (no request directive, no precondition, no Range)
 whose selected variant is fresh and ``policy.is_plain`` (what ``Exchange.fresh_hit`` answers
 without ``policy.choose``), under a gateway route or outside every route. What they send is the
 same answer in two wire formats, so who is asking, which variant answers, what is counted and

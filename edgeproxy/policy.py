@@ -24,7 +24,8 @@ Choices where the RFCs leave room (each also noted at its branch):
 - Qualified ``no-cache="f"`` is treated as unqualified (always revalidate), and qualified
   ``private="f"`` as unqualified (never stored): both are the conservative reading.
 - ``Set-Cookie`` responses are never stored, as Varnish's builtin VCL does.
-- 206 is heuristically cacheable (RFC 9110 §15.1) but never stored: we do not merge ranges.
+- 206 is heuristically cacheable (RFC 9110 §15.1) but never stored: we do not merge ranges. A
+  stored 200 answers single byte-range requests itself (``ranges.py``, ``Exchange.from_cache``).
   HEAD responses are not stored either; a HEAD request is served from a stored GET response
   and on a miss the shell may fetch with GET to fill the cache (Varnish does).
 - ``s-maxage`` implies ``proxy-revalidate`` (RFC 9111 §5.2.2.10), so a client's
@@ -400,8 +401,9 @@ def conditional_headers(stored: Stored) -> list[tuple[bytes, bytes]]:
 
 
 #: Request fields that can change how a stored response may be used: request directives
-#: (§5.2.1, Pragma §5.4) and preconditions the cache answers (§4.3.2).
-POLICY_REQUEST_FIELDS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since"})
+#: (§5.2.1, Pragma §5.4), preconditions the cache answers (§4.3.2), and Range (a part of a
+#: stored 200, ``Exchange.from_cache``). The plain hit paths leave requests with any of them to ``choose``.
+POLICY_REQUEST_FIELDS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"if-modified-since", b"range"})
 
 
 def is_plain(stored: Stored, *, vary_matched: bool = False) -> bool:
@@ -417,7 +419,7 @@ def is_plain(stored: Stored, *, vary_matched: bool = False) -> bool:
 
 
 def is_plain_request(request_headers: Fields) -> bool:
-    """None of POLICY_REQUEST_FIELDS: no request directive or precondition for the cache to weigh."""
+    """None of POLICY_REQUEST_FIELDS: no request directive, precondition or Range for the cache to weigh."""
     fields = POLICY_REQUEST_FIELDS
     for name, _ in request_headers:  # noqa: SIM110 — a plain loop: all() over a generator costs more here
         if name in fields:

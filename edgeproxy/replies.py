@@ -52,6 +52,20 @@ class CachedObject:
                                                  h2=encode_block(304, fields), dated=True)
         return Reply(304, prepared.fields, b"", extra=extra, head=prepared.head, h2=prepared.h2, dated=True)
 
+    def reply_range(self, first: int, last: int, extra: list[tuple[bytes, bytes]]) -> Reply:
+        """RFC 9110 §15.3.7: bytes ``first``..``last`` (inclusive) of this 200's body as a 206, with
+        Content-Range and its own Content-Length; every other field as stored."""
+        length = len(self.body)
+        fields = [f for f in self.fields if f[0] != b"content-length"]
+        fields += [(b"content-range", b"bytes %d-%d/%d" % (first, last, length)),
+                   (b"content-length", b"%d" % (last - first + 1))]
+        return Reply(206, fields, self.body[first:last + 1], extra=extra, dated=True)
+
+    def reply_unsatisfiable(self, extra: list[tuple[bytes, bytes]]) -> Reply:
+        """RFC 9110 §15.5.17: a 416 naming the representation's length (``bytes */length``)."""
+        return Reply(416, [(b"content-range", b"bytes */%d" % len(self.body)), (b"content-length", b"0")], b"",
+                     extra=extra)
+
     def h1_head(self) -> bytes:
         if not self.head:
             self.head = format_head_prefix(self.status, self.fields)

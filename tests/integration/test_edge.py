@@ -155,6 +155,47 @@ async def test_edge_answers_from_the_cache_keep_the_stored_date(nursery: trio.Nu
     assert (origin.count("/dated"), origin.count("/undated")) == (1, 1)
 
 
+async def test_edge_answers_byte_ranges_from_the_cache(nursery: trio.Nursery, origin: OriginStub, edge: Edge) -> None:
+    """RFC 9110 §14: a stored 200 answers one byte range with a 206 (Content-Range, its own length),
+    over HTTP/1.1 and h2c, without asking the origin; past the end is a 416 naming the length;
+    several ranges, a failed If-Range (a weak or other tag) and HEAD get the whole answer."""
+    origin.route("/media", cached(b"0123456789", cc="max-age=3600",
+                                  extra=((b"last-modified", LAST_MODIFIED),)))
+    with trio.fail_after(BOUND_S):
+        full = await get(edge.port, "/media")
+        parts = {spec: await get(edge.port, "/media", ("range", spec))
+                 for spec in ("bytes=2-5", "bytes=7-", "bytes=-3", "bytes=5-100", "bytes=0-0")}
+        past = await get(edge.port, "/media", ("range", "bytes=10-"))
+        several = await get(edge.port, "/media", ("range", "bytes=0-1,4-5"))
+        tag_holds = await get(edge.port, "/media", ("range", "bytes=1-2"), ("if-range", '"v1"'))
+        date_holds = await get(edge.port, "/media", ("range", "bytes=1-2"), ("if-range", LAST_MODIFIED.decode()))
+        weak = await get(edge.port, "/media", ("range", "bytes=1-2"), ("if-range", 'W/"v1"'))
+        other = await get(edge.port, "/media", ("range", "bytes=1-2"), ("if-range", '"v0"'))
+        head = await fetch(edge.port, "HEAD", "/media", [("range", "bytes=1-2")])
+        client = await H2Client.connect(nursery, edge.port)
+        h2_part = await client.request("GET", "/media", [("range", "bytes=3-4")])
+        await client.aclose()
+    assert (full.status, full.body) == (200, b"0123456789")
+    expected = {"bytes=2-5": (b"2345", b"bytes 2-5/10"), "bytes=7-": (b"789", b"bytes 7-9/10"),
+                "bytes=-3": (b"789", b"bytes 7-9/10"), "bytes=5-100": (b"56789", b"bytes 5-9/10"),
+                "bytes=0-0": (b"0", b"bytes 0-0/10")}
+    for spec, (body, content_range) in expected.items():
+        part = parts[spec]
+        assert (part.status, part.body, part.header("content-range")) == (206, body, content_range), spec
+        assert part.header("content-length") == b"%d" % len(body)
+        assert part.all(b"content-type") == [b"text/plain"]
+        assert part.header("etag") == b'"v1"'
+        assert "hit" in cache_status(part)
+    assert (past.status, past.body, past.header("content-range")) == (416, b"", b"bytes */10")
+    for whole in (several, weak, other):
+        assert (whole.status, whole.body, whole.header("content-range")) == (200, b"0123456789", None)
+    assert (tag_holds.status, tag_holds.body) == (206, b"12")
+    assert (date_holds.status, date_holds.body) == (206, b"12")
+    assert (head.status, head.body, head.header("content-length")) == (200, b"", b"10")
+    assert (h2_part.status, h2_part.body, h2_part.header("content-range")) == (206, b"34", b"bytes 3-4/10")
+    assert origin.count("/media") == 1
+
+
 async def test_edge_request_id_kept_or_generated(origin: OriginStub, edge: Edge) -> None:
     """A well-formed X-Request-ID is kept end to end; a malformed or missing one is replaced."""
     origin.route("/rid", cached(cc="no-store"))
