@@ -825,8 +825,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if info.get("tcp_congestion_control") == "bbr" and "h2c" in protocols:
         notes.append("TCP congestion control is bbr: it paces each connection's sends, and the h2c list row (10 "
-                     "answers of 14.5 KB per connection and batch) measured 0.72x of the static hit under bbr, 0.82x "
-                     "under cubic (bench/api.md, 'Where the time goes')")
+                     "answers of 14.5 KB per connection and batch) reads about 0.1 lower than under cubic "
+                     "(0.69x against 0.79x at ff25ee1; bench/api.md, 'Where the time goes')")
     api_runs = len([t for t in args.targets if t in API_TARGETS]) * len(protocols) * args.rounds
     pool = KeyPool(api_runs + SPARE_KEY_SETS, CONNECTIONS)
     results: dict[str, Any] = {
