@@ -461,12 +461,14 @@ class Exchange:
 
     def _freshen(self, key: bytes, obj: CachedObject, response: UpstreamResponse, t0: float, t1: float, *,
                  purged: bool) -> None:
-        """Merge a 304 into ``obj`` (RFC 9111 §4.3.4) and clear its soft-purge mark."""
+        """Merge a 304 into ``obj`` (RFC 9111 §4.3.4) and clear its soft-purge mark. Each field the
+        304 carries replaces the stored lines of that name, except Content-Length, Content-Range and
+        Vary (§3.2, ``policy.NOT_UPDATED_FIELDS``): a new Content-Type or Date included."""
         obj.stored = policy.update_from_304(obj.stored, response.headers, t0, t1)
         updated = {n for n, _ in response.headers}
-        obj.head = b""
-        obj.fields = [f for f in obj.fields if f[0] not in updated or f[0] in CONTENT_FIELDS] + [
-            f for f in client_fields(response.headers) if f[0] not in CONTENT_FIELDS]
+        kept = policy.NOT_UPDATED_FIELDS
+        obj.update_fields([f for f in obj.fields if f[0] not in updated or f[0] in kept] + [
+            f for f in client_fields(response.headers) if f[0] not in kept])
         if purged:
             invalid = any(e.invalid for e in self.cache.variants(key) if e.value is obj)
             obj.stored = policy.mark_stale(obj.stored, invalid=invalid)  # purged again while we asked: stay stale

@@ -66,6 +66,12 @@ class CachedObject:
         return Reply(416, [(b"content-range", b"bytes */%d" % len(self.body)), (b"content-length", b"0")], b"",
                      extra=extra)
 
+    def update_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """New client-facing fields (a 304 freshened them): every encoding made of the old ones goes."""
+        self.fields = fields
+        self.head = self.h2 = b""
+        self.not_modified = None
+
     def h1_head(self) -> bytes:
         if not self.head:
             self.head = format_head_prefix(self.status, self.fields)

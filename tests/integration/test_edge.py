@@ -551,6 +551,35 @@ async def test_edge_soft_purge_serves_stale_and_revalidates(origin: OriginStub, 
     assert origin.count("/soft") == 2
 
 
+async def test_edge_304_updates_every_answer_made_from_the_object(nursery: trio.Nursery, origin: OriginStub,
+                                                                  edge: Edge) -> None:
+    """RFC 9111 §3.2, §4.3.4: a 304's fields replace the stored ones (Content-Type too; not
+    Content-Length), and every answer made from the object afterwards carries them: the HTTP/1.1
+    head, the HTTP/2 header block and the prepared 304 were all encoded before the refresh."""
+    updated = ((b"cache-control", b"max-age=600"), (b"content-type", b"text/html"), (b"x-new", b"1"))
+    origin.route("/fr", conditional(cached(b"body", cc="max-age=600"), not_modified=updated))
+    with trio.fail_after(BOUND_S):
+        client = await H2Client.connect(nursery, edge.port)
+        await get(edge.port, "/fr")
+        before = [await get(edge.port, "/fr", ("if-none-match", '"v1"')), await client.request("GET", "/fr")]
+        await purge(edge.port, '{"paths": ["/fr"], "invalidate": true}', AUTH)
+        refreshed = await get(edge.port, "/fr")
+        after = [await get(edge.port, "/fr"), await client.request("GET", "/fr"),
+                 await get(edge.port, "/fr", ("if-none-match", '"v1"')),
+                 await client.request("GET", "/fr", [("if-none-match", '"v1"')])]
+        await client.aclose()
+    assert [a.header("x-new") for a in before] == [None, None]
+    assert origin.requests_for("/fr")[1].header(b"if-none-match") == b'"v1"'
+    assert [a.status for a in [refreshed, *after]] == [200, 200, 200, 304, 304]
+    for answer in (refreshed, *after):
+        assert answer.header("x-new") == b"1"
+        assert answer.all(b"etag") == [b'"v1"']
+    for full in (refreshed, *after[:2]):
+        assert (full.body, full.all(b"content-type"), full.all(b"content-length")) == (b"body", [b"text/html"], [b"4"])
+    assert "hit" in cache_status(after[1])
+    assert origin.count("/fr") == 2
+
+
 async def test_edge_invalidate_revalidates_before_answering(origin: OriginStub, edge: Edge) -> None:
     """An invalidation keeps the object for a conditional request, but even a stale-while-revalidate
     window does not serve it before the origin answered: unchanged -> the 304's refreshed copy,
