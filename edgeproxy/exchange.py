@@ -46,7 +46,14 @@ from edgeproxy.gateway import (
     is_disguised,
     max_body_bytes,
 )
-from edgeproxy.headers import format_cache_status, format_http_date, get_header, vary_value
+from edgeproxy.headers import (
+    format_cache_status,
+    format_http_date,
+    get_all,
+    get_header,
+    parse_http_date,
+    vary_value,
+)
 from edgeproxy.publish_metrics import PublishLog, merge_snapshots, summarize
 from edgeproxy.purge import (
     REALM,
@@ -78,8 +85,9 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
 })
-# The edge sets X-Request-ID itself on every answer, and Age on every answer from the cache; an
-# origin's copy would duplicate them. The origin's Date is kept (RFC 9110 §6.6.1, ``Exchange.origin``).
+# The edge sets X-Request-ID itself on every answer, and Age on every answer from the cache, so the
+# origin's are dropped (an answer passed through uncached then carries no Age: the FlowCMS origin
+# sends none). The origin's Date is kept (RFC 9110 §6.6.1, ``Exchange.origin``).
 EDGE_SET_FIELDS = frozenset({b"age", b"x-request-id"})
 # Client preconditions: a cache-filling fetch drops them so the origin sends a storable full
 # response, and the cache then answers the precondition itself (Varnish does the same on a miss).
@@ -322,7 +330,7 @@ class Exchange:
             if asked is not None:
                 condition = get_header(headers, b"if-range")
                 stored = obj.stored
-                if condition is None or if_range_holds(condition, stored.etag, stored.last_modified):
+                if condition is None or if_range_holds(condition, stored.etag, stored.last_modified, stored.date_value):
                     part = byte_range(asked, len(obj.body))
                     if part == UNSATISFIABLE:
                         return obj.reply_unsatisfiable(extra)
@@ -343,10 +351,13 @@ class Exchange:
             self.counters.origin_errors += 1
             raise
         response_time = time.time()
-        if get_header(response.headers, b"date") is None:
+        dates = get_all(response.headers, b"date")
+        if len(dates) != 1 or parse_http_date(dates[0]) is None:
             # RFC 9110 §6.6.1: a recipient that caches or forwards a response without Date adds
-            # the time it was received. A cache never changes a stored Date (RFC 9111 §4), so the
+            # the time it was received (and MAY replace an invalid one; several lines of a singleton
+            # field are one invalid value). A cache never changes a stored Date (RFC 9111 §4), so the
             # answers made from this response carry this one, not the time they are sent.
+            response.headers[:] = [f for f in response.headers if f[0] != b"date"]
             response.headers.append((b"date", format_http_date(response_time)))
         return response, request_time, response_time
 
@@ -437,7 +448,7 @@ class Exchange:
     async def _refresh(self, target: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
                        obj: CachedObject, conditional: list[tuple[bytes, bytes]]) -> CachedObject | UpstreamResponse:
         """Revalidate ``obj``: the refreshed object, or the origin's 5xx for the caller to handle."""
-        request = [(n, v) for n, v in headers if n not in CONDITIONAL_FIELDS]
+        request = [(n, v) for n, v in headers if n not in CONDITIONAL_FIELDS and n != b"range"]  # the whole answer
         epoch = self.purge_epoch
         response, t0, t1 = await self.origin(b"GET", target, request + conditional, b"")
         if response.status == 304 and policy.can_update_from_304(obj.stored, response.headers):
@@ -462,8 +473,8 @@ class Exchange:
     def _freshen(self, key: bytes, obj: CachedObject, response: UpstreamResponse, t0: float, t1: float, *,
                  purged: bool) -> None:
         """Merge a 304 into ``obj`` (RFC 9111 §4.3.4) and clear its soft-purge mark. Each field the
-        304 carries replaces the stored lines of that name, except Content-Length, Content-Range and
-        Vary (§3.2, ``policy.NOT_UPDATED_FIELDS``): a new Content-Type or Date included."""
+        304 carries replaces the stored lines of that name, except Content-Length, Content-Range, Vary
+        (§3.2) and Set-Cookie (``policy.NOT_UPDATED_FIELDS``): a new Content-Type or Date included."""
         obj.stored = policy.update_from_304(obj.stored, response.headers, t0, t1)
         updated = {n for n, _ in response.headers}
         kept = policy.NOT_UPDATED_FIELDS

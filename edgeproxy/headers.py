@@ -245,12 +245,17 @@ def parse_targeted_cache_control(values: Sequence[bytes] | bytes) -> CacheDirect
     """A targeted field's lines (RFC 9213 §2.1) as ``CacheDirectives``, or None when they are not a
     valid Structured Field Dictionary: then the cache ignores the field, as if it were absent.
 
-    Members take the directive's inferred type (§2.1: implementations SHOULD NOT consume values
-    that violate it): the delta-seconds directives an Integer >= 0, the flags Boolean true,
-    ``no-cache``/``private`` Boolean true or a String of field names. Any other value is not used;
-    unknown members and all parameters are ignored. Never raises.
+    Members take the directive's inferred type: the delta-seconds directives an Integer >= 0, the
+    flags Boolean true, ``no-cache``/``private`` Boolean true or a String of field names. §2.1 says
+    a value of another type SHOULD NOT be consumed, and a targeted field replaces Cache-Control
+    whole, so such a value is read the restrictive way, as Cache-Control's invalid arguments are
+    (module docstring): ``max-age``/``s-maxage`` as 0, a flag, ``no-cache`` or ``private`` as
+    unqualified; the stale-* extensions are ignored. A flag that is Boolean false is absent.
+    Unknown members and all parameters are ignored. Empty field lines are skipped. Never raises.
     """
-    return _parse_targeted(values if isinstance(values, bytes) else b", ".join(values))
+    if isinstance(values, bytes):
+        return _parse_targeted(values)
+    return _parse_targeted(b", ".join(v for v in values if v.strip(b" \t")))
 
 
 # RFC 9213 §2.1: response directives and the Structured Field type each takes.
@@ -272,20 +277,22 @@ def _parse_targeted(value: bytes) -> CacheDirectives | None:
     fields: dict[str, object] = {}
     for name, (item, _parameters) in members.items():
         if name in _TARGETED_INTEGERS:
+            attribute = _TARGETED_INTEGERS[name]
             if type(item) is int and item >= 0:  # a bool is an int too: bare ``max-age`` is not one
-                fields[_TARGETED_INTEGERS[name]] = min(item, DELTA_SECONDS_MAX)
+                fields[attribute] = min(item, DELTA_SECONDS_MAX)
+            elif attribute in ("max_age", "s_maxage"):
+                fields[attribute] = 0  # stale, as an invalid max-age in Cache-Control
         elif name in _TARGETED_FLAGS:
-            if item is True:
+            if item is not False:
                 fields[_TARGETED_FLAGS[name]] = True
         elif name in _TARGETED_LISTS:
             attribute = _TARGETED_LISTS[name]
-            if item is True:
-                fields[attribute] = True
-            elif type(item) is str:
-                fields[attribute] = True
-                names = _field_names(item.encode("ascii"))
-                if names:
-                    fields[f"{attribute}_fields"] = names
+            if item is False:
+                continue
+            fields[attribute] = True
+            names = _field_names(item.encode("ascii")) if type(item) is str else ()
+            if names:
+                fields[f"{attribute}_fields"] = names
     return CacheDirectives(**fields)  # type: ignore[arg-type]
 
 

@@ -107,8 +107,10 @@ TARGETED_FIELDS = (b"cdn-cache-control", b"surrogate-control")
 # RFC 9111 §3.1: proxy-specific fields are not stored.
 NOT_STORED_FIELDS = frozenset({b"proxy-authenticate", b"proxy-authentication-info", b"proxy-authorization"})
 # RFC 9111 §3.2: fields a 304 does not update (Content-Length; Content-Range, processed by us;
-# Vary, which the stored variant's selection depends upon).
-NOT_UPDATED_FIELDS = frozenset({b"content-length", b"content-range", b"vary"})
+# Vary, which the stored variant's selection depends upon), and Set-Cookie: a stored answer never
+# has one (not storable, see the module docstring), and one merged from a revalidating 304 would go
+# to every client that the object answers afterwards.
+NOT_UPDATED_FIELDS = frozenset({b"content-length", b"content-range", b"vary", b"set-cookie"})
 # Edge-only fields, consumed here and removed before the client sees the response (Fastly's and
 # Varnish's convention for Surrogate-*). CDN-Cache-Control is forwarded: RFC 9213 §3, "CDN caches
 # that use CDN-Cache-Control will typically forward this header so that downstream CDN caches can
@@ -537,7 +539,7 @@ def update_from_304(stored: Stored, response_headers: Fields, request_time: floa
     """Freshen ``stored`` with a 304's header fields (RFC 9111 §4.3.4, §3.2).
 
     Each field in the 304 replaces all stored lines of that name, except Content-Length,
-    Content-Range and Vary (§3.2). Date and Age describe the message, so a 304 without them
+    Content-Range, Vary (§3.2) and Set-Cookie (``NOT_UPDATED_FIELDS``). Date and Age describe the message, so a 304 without them
     drops the old ones (Date becomes the receive time). Times are refreshed and the
     soft-purge flag is cleared.
     """

@@ -34,7 +34,11 @@ def byte_range(value: bytes, length: int) -> tuple[int, int] | Literal["unsatisf
         if not last:
             return None  # "bytes=-": neither a first position nor a suffix length
         suffix = int(last)  # §14.1.2: the final suffix bytes, all of them when it is longer
-        return (max(0, length - suffix), length - 1) if suffix and length else UNSATISFIABLE
+        if not suffix:
+            return UNSATISFIABLE
+        # §14.1.1: satisfiable even when the representation is empty, but no 206 can say "no bytes":
+        # the whole (empty) 200 answers.
+        return (max(0, length - suffix), length - 1) if length else None
     start = int(first)
     if last and int(last) < start:
         return None  # §14.1.1: an invalid range-spec; the field is ignored
@@ -44,11 +48,13 @@ def byte_range(value: bytes, length: int) -> tuple[int, int] | Literal["unsatisf
     return start, end
 
 
-def if_range_holds(value: bytes, etag: ETag | None, last_modified: float | None) -> bool:
+def if_range_holds(value: bytes, etag: ETag | None, last_modified: float | None, date: float) -> bool:
     """RFC 9110 §13.1.5: an entity-tag matches by strong comparison (a weak tag never does), a date
-    only when it is exactly the stored Last-Modified. When it does not hold, Range is ignored."""
+    only when it is exactly the stored Last-Modified and that is a strong validator: at least a
+    second before the stored Date (§8.8.2.2; within the same second the file may have changed
+    twice). When it does not hold, Range is ignored."""
     given = parse_etag(value)
     if given is not None:
         return etag is not None and not given.weak and not etag.weak and given.opaque == etag.opaque
     when = parse_http_date(value)
-    return when is not None and when == last_modified
+    return when is not None and when == last_modified and date - when >= 1

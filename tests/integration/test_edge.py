@@ -127,7 +127,10 @@ async def test_edge_answers_from_the_cache_keep_the_stored_date(nursery: trio.Nu
     stamp = email.utils.formatdate(time.time() - 100, usegmt=True).encode()
     origin.route("/dated", cached(cc="max-age=3600", extra=((b"date", stamp),)))
     origin.route("/undated", cached(cc="max-age=3600"))
+    origin.route("/bad-date", cached(cc="max-age=3600", extra=((b"date", b"0"),)))
+    origin.route("/two-dates", cached(cc="max-age=3600", extra=((b"date", stamp), (b"date", stamp))))
     with trio.fail_after(BOUND_S):
+        replaced = [await get(edge.port, path) for path in ("/bad-date", "/bad-date", "/two-dates", "/two-dates")]
         miss = await get(edge.port, "/dated")
         hit = await get(edge.port, "/dated")
         general = await get(edge.port, "/dated", ("if-none-match", '"other"'))
@@ -153,6 +156,12 @@ async def test_edge_answers_from_the_cache_keep_the_stored_date(nursery: trio.Nu
     assert abs(now - time.time()) < 2
     assert own.header("date") != first.header("date")
     assert (origin.count("/dated"), origin.count("/undated")) == (1, 1)
+    # an invalid Date, or several lines of it, is replaced by the time of receipt, once (RFC 9110 §6.6.1)
+    for answer in replaced:
+        (value,) = answer.all(b"date")
+        assert abs(email.utils.parsedate_to_datetime(value.decode()).timestamp() - time.time()) < 5
+    assert replaced[0].all(b"date") == replaced[1].all(b"date")
+    assert ["hit" in cache_status(a) for a in replaced] == [False, True, False, True]
 
 
 async def test_edge_answers_byte_ranges_from_the_cache(nursery: trio.Nursery, origin: OriginStub, edge: Edge) -> None:
@@ -408,6 +417,26 @@ async def test_edge_purge_during_a_fetch_marks_its_answer_stale(origin: OriginSt
 
 # --- stale-while-revalidate, stale-if-error, origin failures -------------------------------------
 
+async def test_edge_background_refresh_asks_for_the_whole_answer(origin: OriginStub, edge: Edge) -> None:
+    """A Range request served stale under stale-while-revalidate gets the whole stored answer, and
+    the background refresh it starts asks for the whole answer too: a 206 could not refresh (or
+    replace) the stored 200."""
+    swr = b"max-age=10, stale-while-revalidate=60"
+    origin.route("/swr-range", conditional(cached(b"swr body", cc=swr.decode(), extra=((b"age", b"15"),)),
+                                           not_modified=((b"cache-control", swr),)))
+    with trio.fail_after(BOUND_S):
+        await get(edge.port, "/swr-range")
+        stale = await get(edge.port, "/swr-range", ("range", "bytes=0-2"))
+        await wait_for_counter(edge.port, "revalidated_unchanged", 1)
+        part = await get(edge.port, "/swr-range", ("range", "bytes=0-2"))
+    assert (stale.status, stale.body) == (200, b"swr body")
+    refresh = origin.requests_for("/swr-range")[1]
+    assert refresh.header(b"if-none-match") == b'"v1"'
+    assert refresh.header(b"range") is None
+    assert (part.status, part.body) == (206, b"swr")
+    assert origin.count("/swr-range") == 2
+
+
 async def test_edge_stale_while_revalidate(origin: OriginStub, edge: Edge) -> None:
     """Inside the SWR window the stale object is served at once and refreshed by one background 304 (RFC 5861 §3)."""
     full = cached(b"swr body", cc="max-age=10, stale-while-revalidate=60", extra=((b"age", b"15"),))
@@ -556,7 +585,8 @@ async def test_edge_304_updates_every_answer_made_from_the_object(nursery: trio.
     """RFC 9111 §3.2, §4.3.4: a 304's fields replace the stored ones (Content-Type too; not
     Content-Length), and every answer made from the object afterwards carries them: the HTTP/1.1
     head, the HTTP/2 header block and the prepared 304 were all encoded before the refresh."""
-    updated = ((b"cache-control", b"max-age=600"), (b"content-type", b"text/html"), (b"x-new", b"1"))
+    updated = ((b"cache-control", b"max-age=600"), (b"content-type", b"text/html"), (b"x-new", b"1"),
+               (b"set-cookie", b"session=alice"))  # for the one client whose request revalidated: never stored
     origin.route("/fr", conditional(cached(b"body", cc="max-age=600"), not_modified=updated))
     with trio.fail_after(BOUND_S):
         client = await H2Client.connect(nursery, edge.port)
@@ -574,6 +604,7 @@ async def test_edge_304_updates_every_answer_made_from_the_object(nursery: trio.
     for answer in (refreshed, *after):
         assert answer.header("x-new") == b"1"
         assert answer.all(b"etag") == [b'"v1"']
+        assert answer.header("set-cookie") is None
     for full in (refreshed, *after[:2]):
         assert (full.body, full.all(b"content-type"), full.all(b"content-length")) == (b"body", [b"text/html"], [b"4"])
     assert "hit" in cache_status(after[1])

@@ -98,20 +98,24 @@ def test_invalid_targeted_field_is_ignored_whole(value: bytes) -> None:
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    (b'max-age="10000"', CacheDirectives()),  # cache-tests.fyi cdn-cc-invalid-sh-type-wrong: not consumed
-    (b"max-age=3600.5", CacheDirectives()), (b"max-age=-1", CacheDirectives()), (b"max-age", CacheDirectives()),
+    # cache-tests.fyi cdn-cc-invalid-sh-type-wrong: the value is not consumed; read as stale, not as 10000
+    (b'max-age="10000"', CacheDirectives(max_age=0)),
+    (b"max-age=3600.5", CacheDirectives(max_age=0)), (b"max-age=-1", CacheDirectives(max_age=0)),
+    (b"max-age", CacheDirectives(max_age=0)), (b"s-maxage=?1", CacheDirectives(s_maxage=0)),
     (b"max-age=600, s-maxage=60;x=1", CacheDirectives(max_age=600, s_maxage=60)),  # parameters ignored
     (b"max-age=1, max-age=2", CacheDirectives(max_age=2)),  # a Dictionary's last member of a name wins
     (b"max-age=99999999999", CacheDirectives(max_age=2**31)),
     (b"no-store, must-revalidate", CacheDirectives(no_store=True, must_revalidate=True)),
-    (b"no-store=1, public=?0", CacheDirectives()),  # flags are Boolean true or not used
-    (b"private", CacheDirectives(private=True)),
+    (b"no-store=1, public=?0", CacheDirectives(no_store=True)),  # a wrong type counts, Boolean false does not
+    (b"private", CacheDirectives(private=True)), (b"private=x", CacheDirectives(private=True)),
     (b'no-cache="Set-Cookie, x-a"', CacheDirectives(no_cache=True, no_cache_fields=(b"set-cookie", b"x-a"))),
-    (b"stale-while-revalidate=30, stale-if-error=60, whatever=7",
-     CacheDirectives(stale_while_revalidate=30, stale_if_error=60)),
+    (b"no-cache=Set-Cookie, max-age=600", CacheDirectives(no_cache=True, max_age=600)),  # a Token: unqualified
+    (b'stale-while-revalidate=30, stale-if-error=60, whatever=7, stale-if-error="5"',
+     CacheDirectives(stale_while_revalidate=30)),  # the last stale-if-error is a String: not used
 ])
 def test_targeted_members_take_their_types(value: bytes, expected: CacheDirectives) -> None:
-    """RFC 9213 §2.1: a member whose value has the wrong Structured Field type is not used."""
+    """RFC 9213 §2.1: a value of the wrong Structured Field type is not consumed; since the field
+    replaces Cache-Control whole, it is read the restrictive way (max-age as 0, a flag as set)."""
     assert effective_directives([cc(b"max-age=5"), (b"cdn-cache-control", value)]) == (expected, b"cdn-cache-control")
 
 
@@ -121,6 +125,8 @@ def test_targeted_field_lines_are_one_dictionary() -> None:
     assert effective_directives([cc(b"no-store"), *lines]) == (CacheDirectives(max_age=60, private=True),
                                                                b"cdn-cache-control")
     assert effective_directives([cc(b"no-store"), *lines, (b"cdn-cache-control", b"&")])[1] == b"cache-control"
+    assert effective_directives([cc(b"no-store"), lines[0], (b"cdn-cache-control", b" ")]) == (
+        CacheDirectives(max_age=60), b"cdn-cache-control")  # an empty line is no member, not a syntax error
 
 
 def test_empty_targeted_field_is_ignored() -> None:

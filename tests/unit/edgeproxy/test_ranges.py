@@ -21,14 +21,17 @@ def test_byte_range_of_ten_bytes(value: bytes, expected: object) -> None:
     assert byte_range(value, 10) == expected
 
 
-def test_byte_range_of_nothing_is_unsatisfiable() -> None:
-    """An empty representation has no byte to send: every range is unsatisfiable (§14.1.1)."""
+def test_byte_range_of_nothing() -> None:
+    """§14.1.1: of an empty representation only a suffix range is satisfiable, and no 206 can carry
+    no bytes: the whole (empty) answer goes out. A first position is unsatisfiable."""
     assert byte_range(b"bytes=0-", 0) == UNSATISFIABLE
-    assert byte_range(b"bytes=-5", 0) == UNSATISFIABLE
+    assert byte_range(b"bytes=-5", 0) is None
+    assert byte_range(b"bytes=-0", 0) == UNSATISFIABLE
 
 
 STORED = ETag(weak=False, opaque=b"v1")
 MODIFIED = 1_790_000_000.0
+SENT = MODIFIED + 60  # the stored Date
 
 
 @pytest.mark.parametrize(("value", "etag", "holds"), [
@@ -39,4 +42,11 @@ MODIFIED = 1_790_000_000.0
 ])
 def test_if_range_is_a_strong_match(value: bytes, etag: ETag | None, holds: bool) -> None:
     """An entity-tag matches by strong comparison only; a date only when it is Last-Modified exactly."""
-    assert if_range_holds(value, etag, MODIFIED) is holds
+    assert if_range_holds(value, etag, MODIFIED, SENT) is holds
+
+
+def test_if_range_date_needs_a_strong_last_modified() -> None:
+    """§13.1.5 with §8.8.2.2: Last-Modified is a strong validator only a second or more before Date."""
+    assert if_range_holds(format_http_date(MODIFIED), None, MODIFIED, MODIFIED + 1) is True
+    assert if_range_holds(format_http_date(MODIFIED), None, MODIFIED, MODIFIED + 0.5) is False
+    assert if_range_holds(format_http_date(MODIFIED), None, None, SENT) is False
