@@ -86,8 +86,8 @@ HOP_BY_HOP = frozenset({
     b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
 })
 # The edge sets X-Request-ID itself on every answer, and Age on every answer from the cache, so the
-# origin's are dropped (an answer passed through uncached then carries no Age: the FlowCMS origin
-# sends none). The origin's Date is kept (RFC 9110 §6.6.1, ``Exchange.origin``).
+# origin's are dropped here (an answer passed through uncached keeps its Age: ``_origin_reply``).
+# The origin's Date is kept (RFC 9110 §6.6.1, ``Exchange.origin``).
 EDGE_SET_FIELDS = frozenset({b"age", b"x-request-id"})
 # Client preconditions: a cache-filling fetch drops them so the origin sends a storable full
 # response, and the cache then answers the precondition itself (Varnish does the same on a miss).
@@ -639,8 +639,10 @@ def _can_share(filled: Filled, headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def _origin_reply(method: bytes, response: UpstreamResponse, cache_status: bytes) -> Reply:
-    """The origin's answer as is (minus hop-by-hop and edge-only fields)."""
+    """The origin's answer as is (minus hop-by-hop and edge-only fields); an Age from a cache
+    upstream goes on with it (RFC 9111 §5.1: only an answer from our cache gets our own)."""
     fields = client_fields(response.headers)
+    fields += [(n, v) for n, v in response.headers if n == b"age"]
     if method == b"HEAD":
         length = get_header(response.headers, b"content-length")  # the GET's length (RFC 9110 §8.6)
         if length is not None and has_body(response.status):

@@ -205,6 +205,21 @@ async def test_edge_answers_byte_ranges_from_the_cache(nursery: trio.Nursery, or
     assert origin.count("/media") == 1
 
 
+async def test_edge_passes_an_upstream_age_through(origin: OriginStub, edge: Edge) -> None:
+    """An answer the edge does not store keeps the Age a cache upstream gave it (RFC 9111 §5.1); one
+    it stores gets its own, which counts that Age (§4.2.3)."""
+    origin.route("/pass-age", cached(cc="no-store", extra=((b"age", b"30"),)))
+    origin.route("/kept-age", cached(cc="max-age=3600", extra=((b"age", b"30"),)))
+    with trio.fail_after(BOUND_S):
+        passed = await get(edge.port, "/pass-age")
+        stored = [await get(edge.port, "/kept-age") for _ in range(2)]
+    assert passed.all(b"age") == [b"30"]
+    assert "fwd=" in cache_status(passed)
+    assert "stored" not in cache_status(passed)
+    assert [len(a.all(b"age")) for a in stored] == [1, 1]
+    assert all(int(a.header("age") or b"0") >= 30 for a in stored)
+
+
 async def test_edge_request_id_kept_or_generated(origin: OriginStub, edge: Edge) -> None:
     """A well-formed X-Request-ID is kept end to end; a malformed or missing one is replaced."""
     origin.route("/rid", cached(cc="no-store"))
