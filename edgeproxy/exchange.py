@@ -65,7 +65,7 @@ from edgeproxy.purge import (
     spec_from_wire,
     spec_to_wire,
 )
-from edgeproxy.ranges import UNSATISFIABLE, byte_range, if_range_holds
+from edgeproxy.ranges import UNSATISFIABLE, asked_part
 from edgeproxy.replies import (
     CONTENT_FIELDS,
     CachedObject,
@@ -326,16 +326,11 @@ class Exchange:
         if policy.not_modified(headers, obj.stored):
             return obj.reply_304(extra)
         if ranged and obj.status == 200:
-            asked = get_header(headers, b"range")
-            if asked is not None:
-                condition = get_header(headers, b"if-range")
-                stored = obj.stored
-                if condition is None or if_range_holds(condition, stored.etag, stored.last_modified, stored.date_value):
-                    part = byte_range(asked, len(obj.body))
-                    if part == UNSATISFIABLE:
-                        return obj.reply_unsatisfiable(extra)
-                    if part is not None:
-                        return obj.reply_range(part[0], part[1], extra)
+            part = asked_part(headers, obj.stored, len(obj.body))
+            if part == UNSATISFIABLE:
+                return obj.reply_unsatisfiable(extra)
+            if part is not None:
+                return obj.reply_range(part[0], part[1], extra)
         return obj.reply(extra)
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],

@@ -15,12 +15,26 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
-from edgeproxy.headers import ETag, parse_etag, parse_http_date
+from edgeproxy.headers import ETag, Headers, get_header, parse_etag, parse_http_date
+from edgeproxy.policy import Stored
 
 UNSATISFIABLE: Final = "unsatisfiable"
 # RFC 9110 §14.1.2: ranges-specifier = range-unit "=" range-set; one int-range or suffix-range here.
 # Nineteen digits at most: a position is below 2^63 and never reaches int() as a 10 kB number.
 _BYTE_RANGE_RE = re.compile(rb"[ \t]*bytes=[ \t]*(\d{0,19})-(\d{0,19})[ \t]*", re.IGNORECASE)
+
+
+def asked_part(request_headers: Headers, stored: Stored, length: int) -> tuple[int, int] | Literal[
+        "unsatisfiable"] | None:
+    """The part of a stored 200 of ``length`` bytes that the request's Range asks for, when its
+    If-Range (if any) holds: ``byte_range``'s answer, or None for the whole answer."""
+    asked = get_header(request_headers, b"range")
+    if asked is None:
+        return None
+    condition = get_header(request_headers, b"if-range")
+    if condition is not None and not if_range_holds(condition, stored.etag, stored.last_modified, stored.date_value):
+        return None
+    return byte_range(asked, length)
 
 
 def byte_range(value: bytes, length: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
