@@ -103,6 +103,11 @@ from procs import Timeout, run  # noqa: E402
 SAMPLE_SITE = REPO_ROOT / "content"
 SERVERS = ("origin", "origin-uncached", "edge", "raw")
 KEEPALIVE_S = 75
+# Every request of every row, both load generators and the checks, sends this Accept-Encoding
+# (``--accept-encoding``): h2load's own default, and what browsers send a superset of. The edge
+# answers it with its gzip copy of stored text and JSON (edgeproxy/encoding.py); the origin and
+# the raw app ignore it. ``identity`` measures the uncoded answers.
+ACCEPT_ENCODING = "gzip, deflate"
 PROTOCOLS = ("h1", "h2c")
 API_TARGETS = ("list", "entry", "feed", "graphql")
 TARGETS = ("static", *API_TARGETS)
@@ -164,13 +169,14 @@ async def app(scope, receive, send):
 WRK_LUA = """-- written by bench/api.py
 local path = {path}
 local keys = {{ {keys} }}
+local coding = {coding}
 local reqs, n, i = {{}}, 0, 0
 init = function(args)
   if #keys == 0 then
-    reqs[1] = wrk.format("GET", path)
+    reqs[1] = wrk.format("GET", path, {{ ["Accept-Encoding"] = coding }})
   else
     for j, k in ipairs(keys) do
-      reqs[j] = wrk.format("GET", path, {{ ["Authorization"] = "Bearer " .. k }})
+      reqs[j] = wrk.format("GET", path, {{ ["Authorization"] = "Bearer " .. k, ["Accept-Encoding"] = coding }})
     end
   end
   n = #reqs
@@ -330,6 +336,7 @@ def check_edge(row: Row, edge_srv: Server, key: str) -> dict[str, Any]:
     origin counter unchanged), with the same body, and carry X-RateLimit-* on the API rows."""
     port = edge_srv.ports["h1"]
     headers = {"Authorization": f"Bearer {key}"} if row.keyed else {}
+    headers["Accept-Encoding"] = ACCEPT_ENCODING
     first, _, body1 = http_get(port, row.path, headers)
     before = edge_counters(edge_srv)
     status, fields, body = http_get(port, row.path, headers)
@@ -339,7 +346,8 @@ def check_edge(row: Row, edge_srv: Server, key: str) -> dict[str, Any]:
     hit = "hit" in [p.strip() for p in cache_status.split(";")]
     limits = {f: fields.get(f) for f in RATELIMIT_FIELDS}
     check: dict[str, Any] = {"first_status": first, "status": status, "bytes": len(body),
-                             "content_type": fields.get("content-type"), "cache_status": cache_status,
+                             "content_type": fields.get("content-type"),
+                             "content_encoding": fields.get("content-encoding"), "cache_status": cache_status,
                              "origin_requests": forwarded, "from_cache": hit and forwarded == 0,
                              "ratelimit": limits if row.keyed else None}
     if status != 200 or not body or body != body1:
@@ -357,8 +365,9 @@ def check_edge(row: Row, edge_srv: Server, key: str) -> dict[str, Any]:
 
 
 def check_direct(row: Row, srv: Server) -> dict[str, Any]:
-    status, fields, body = http_get(srv.ports["h1"], row.path)
+    status, fields, body = http_get(srv.ports["h1"], row.path, {"Accept-Encoding": ACCEPT_ENCODING})
     check: dict[str, Any] = {"status": status, "bytes": len(body), "content_type": fields.get("content-type"),
+                             "content_encoding": fields.get("content-encoding"),
                              "cache_control": fields.get("cache-control")}
     if status != 200 or not body or (row.kind == "raw-asgi" and body != raw_body()):
         check["wrong"] = f"answered {status} with {len(body)} bytes"
@@ -462,7 +471,8 @@ def measure(row: Row, proto: str, srv: Server, edge_srv: Server | None, tools: d
     cpu0 = tree_cpu_s(srv.pid)
     if proto == "h1":
         script = work / "wrk-request.lua"
-        script.write_text(WRK_LUA.format(path=lua_string(row.path), keys=", ".join(lua_string(k) for k in keys or [])))
+        script.write_text(WRK_LUA.format(path=lua_string(row.path), keys=", ".join(lua_string(k) for k in keys or []),
+                                         coding=lua_string(ACCEPT_ENCODING)))
         argv = [tools["wrk"] or "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url]
         r = run(pinned(argv, LOADGEN_CPU, pin), timeout=duration + 60, env={"LC_ALL": "C"}, check=False)
         wall, gen_cpu = r["wall"], r["cpu"]
@@ -477,7 +487,8 @@ def measure(row: Row, proto: str, srv: Server, edge_srv: Server | None, tools: d
     else:
         argvs = []
         for c in range(CONNECTIONS):  # one process per connection: each can carry its own API key
-            header = ["-H", f"authorization: Bearer {keys[c % len(keys)]}"] if keys else []
+            header = ["-H", f"accept-encoding: {ACCEPT_ENCODING}"]  # replaces h2load's own
+            header += ["-H", f"authorization: Bearer {keys[c % len(keys)]}"] if keys else []
             argvs.append(pinned([tools["h2load"] or "h2load", "-c1", f"-m{H2_STREAMS}", f"-D{seconds}", *header, url],
                                 LOADGEN_CPU, pin))
         parts, wall = run_group(argvs, timeout=duration + 60)
@@ -639,7 +650,7 @@ def print_report(results: dict[str, Any], rows: list[Row], args: argparse.Namesp
             lines.append(f"  {name:<28} {c['status']} {how} (Cache-Status: {c.get('cache_status') or '-'}{rl_text})")
         else:
             how = "WRONG: " + c["wrong"] if c.get("wrong") else "ok"
-            lines.append(f"  {name:<28} {c['status']} {how} ({c['bytes']} bytes, {c.get('content_type')})")
+            lines.append(f"  {name:<28} {c['status']} {how} ({c['bytes']} bytes{' ' + c['content_encoding'] if c.get('content_encoding') else ''}, {c.get('content_type')})")
     edge_runs = [r for r in results["runs"] if r["kind"] == "edge-hit"]
     if edge_runs:
         lines.append(f"edge: origin requests during the measured edge runs: "
@@ -741,6 +752,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-rows", help="with --profile: comma list of rows to sample instead of the worst ones, "
                                           "as KIND/TARGET (e.g. edge-hit/static,edge-hit/list)")
     p.add_argument("--profile-top", type=int, default=25, help="functions printed per profile table")
+    p.add_argument("--accept-encoding", default=ACCEPT_ENCODING,
+                   help=f"the Accept-Encoding every request sends (default {ACCEPT_ENCODING!r}, h2load's own; "
+                        "'identity' for uncoded answers)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (site, configs, server logs)")
     args = p.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 5.0)
@@ -789,6 +803,8 @@ def git_state(python: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global ACCEPT_ENCODING
+    ACCEPT_ENCODING = args.accept_encoding
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     wanted = (["wrk"] if "h1" in args.protocols else []) + (["h2load"] if "h2c" in args.protocols else [])
@@ -821,11 +837,11 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in info.items():
         print(f"  {k}: {v}")
     print(f"  targets: {args.targets}  protocols: {args.protocols}  duration: {args.duration:g} s  "
-          f"rounds: {args.rounds}  out: {out}", flush=True)
+          f"rounds: {args.rounds}  accept-encoding: {args.accept_encoding!r}  out: {out}", flush=True)
 
-    if info.get("tcp_congestion_control") == "bbr" and "h2c" in protocols:
+    if info.get("tcp_congestion_control") == "bbr" and "h2c" in protocols and "gzip" not in args.accept_encoding:
         notes.append("TCP congestion control is bbr: it paces each connection's sends, and the h2c list row (10 "
-                     "answers of 14.5 KB per connection and batch) reads about 0.1 lower than under cubic "
+                     "uncoded answers of 14.5 KB per connection and batch) reads about 0.1 lower than under cubic "
                      "(0.69x against 0.79x at ff25ee1; bench/api.md, 'Where the time goes')")
     api_runs = len([t for t in args.targets if t in API_TARGETS]) * len(protocols) * args.rounds
     pool = KeyPool(api_runs + SPARE_KEY_SETS, CONNECTIONS)
@@ -877,7 +893,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["checks"][row.name] = c
                     state = c.get("wrong") or c.get("problem") or (
                         f"hit, {c['cache_status']}" if row.kind == "edge-hit" else "ok")
-                    print(f"  check {row.name:<28} {c['status']} {c['bytes']:>6} bytes  {state}", flush=True)
+                    print(f"  check {row.name:<28} {c['status']} {c['bytes']:>6} bytes {c.get('content_encoding') or '':<4}  {state}",
+                          flush=True)
 
         check_all(KINDS)
         crashes: dict[str, int] = {}

@@ -682,9 +682,11 @@ def start_hypercorn(name: str, python: str, work: Path, pin_cpu: str | None) -> 
 
 def start_edgeproxy(python: str, work: Path, origin_port: int, pin_cpu: str | None, *, name: str = "edgeproxy",
                     extra: tuple[str, ...] = ()) -> Server:
+    # --no-gzip: h2load asks for gzip (Accept-Encoding: gzip, deflate) and the edge would send its gzip
+    # copy, while nginx and Varnish here send the bytes as stored: like for like, nobody compresses.
     argv = [python, "-m", "edgeproxy", "--listen", f"{HOST}:0", "--origin", f"http://{HOST}:{origin_port}",
             "--workers", "1", "--log-format", "off", "--grace", "1", "--keepalive-timeout", str(KEEPALIVE_S),
-            *extra]
+            "--no-gzip", *extra]
     server = Server(name, pinned(argv, pin_cpu), work / f"{name}.log", cwd=work)
     m = wait_log(server, r"listening on [0-9.]+:(\d+)")
     port = int(m.group(1))

@@ -66,6 +66,9 @@ class TextFormatter(logging.Formatter):
               help="Idle client connection timeout in seconds. [75]")
 @click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight requests get on shutdown. [10]")
 @click.option("--log-format", type=click.Choice(["json", "text", "off"]), help="Access log format. [json]")
+@click.option("--gzip/--no-gzip", default=None,
+              help="Keep a gzip copy of stored text, HTML, JSON, JS, XML and SVG answers (1 KB to 256 KB) and send "
+                   "it to clients whose Accept-Encoding takes gzip. [--gzip]")
 def main(config_file: str | None, **options: Any) -> None:
     """A caching HTTP/1.1 + HTTP/2 proxy (RFC 9111) with purge by path, prefix and surrogate key."""
     try:

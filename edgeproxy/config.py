@@ -42,6 +42,7 @@ class ProxyConfig:
     grace: float = GRACE_S
     log_format: str = "json"  # json | text | off
     gateway: GatewayConfig | None = None  # the [gateway] table (gateway_config.py); None: no API gateway
+    gzip: bool = True  # stored text-like answers also kept gzip-coded for clients that accept it (encoding.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.gateway, Mapping):
@@ -84,6 +85,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "cache_bytes": (int,), "eviction": (str,), "workers": (int,), "purge_token": (str,),
     "tls_cert": (str,), "tls_key": (str,), "keepalive_timeout": (int, float), "header_timeout": (int, float),
     "connect_timeout": (int, float), "read_timeout": (int, float), "grace": (int, float), "log_format": (str,),
+    "gzip": (bool,),
 }
 _DURATIONS = ("keepalive_timeout", "header_timeout", "connect_timeout", "read_timeout")
 
@@ -106,7 +108,7 @@ def apply(config: ProxyConfig, values: Mapping[str, Any], *, source: str) -> Pro
         elif key == "gateway":
             changes["gateway"] = parse_gateway(value, source=source, relative_to=source)
         elif key in known:
-            if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+            if (isinstance(value, bool) and bool not in _TYPES[key]) or not isinstance(value, _TYPES[key]):
                 raise ConfigError(f"{source}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}, "
                                   f"not {value!r}")
             changes[key] = float(value) if float in _TYPES[key] else value

@@ -229,7 +229,8 @@ class Exchange:
             if plain is None:
                 return None
             self.counters.hits += 1
-            return obj.reply([(b"age", b"%d" % int(plain[0])), (b"cache-status", hit_status(int(plain[1])))])
+            return obj.for_request(headers).reply([(b"age", b"%d" % int(plain[0])),
+                                                   (b"cache-status", hit_status(int(plain[1])))])
         if identity is not None:
             headers = with_identity(headers, identity)
         decision = policy.choose(method, headers, stored, time.time())
@@ -321,17 +322,19 @@ class Exchange:
     def from_cache(self, obj: CachedObject, headers: list[tuple[bytes, bytes]], age: float,
                    cache_status: bytes, *, ranged: bool = False) -> Reply:
         """The stored answer for this request: a 304 for a precondition that matches, and with
-        ``ranged`` (a GET) the part a Range field asks of a stored 200 (``ranges.py``)."""
+        ``ranged`` (a GET) the part a Range field asks of a stored 200 (``ranges.py``). Whole answers
+        and 304s are gzip-coded when the request accepts it (``encoding.py``); parts never are: a
+        range is of the identity answer, whose strong ETag If-Range compares."""
         extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
         if policy.not_modified(headers, obj.stored):
-            return obj.reply_304(extra)
+            return obj.for_request(headers).reply_304(extra)
         if ranged and obj.status == 200:
             part = asked_part(headers, obj.stored, len(obj.body))
             if part == UNSATISFIABLE:
                 return obj.reply_unsatisfiable(extra)
             if part is not None:
                 return obj.reply_range(part[0], part[1], extra)
-        return obj.reply(extra)
+        return obj.for_request(headers).reply(extra)
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                      body: bytes, *, stream: bool = False) -> tuple[UpstreamResponse, float, float]:
@@ -416,7 +419,9 @@ class Exchange:
         fields = client_fields(response.headers)
         if has_body(response.status):
             fields.append((b"content-length", b"%d" % len(response.body)))
-        obj = CachedObject(stored, response.status, fields, response.body)
+        obj = CachedObject.made(stored, response.status, fields, response.body, gzip=self.config.gzip)
+        if obj.gz is not None:
+            size += len(obj.gz.body) + 64  # the copy's body and its changed fields
         vary = stored.vary if stored.vary != "*" else ()
         values = tuple(VARY_ABSENT if v is None else v for v in stored.vary_values)
         refused = self.cache.store(Entry(

@@ -51,7 +51,7 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     """
     if target.startswith(b"/.edge/"):
         return None
-    authorization = given_rid = None
+    authorization = given_rid = accept_encoding = None
     several_rids = from_browser = False
     policy_fields = POLICY_REQUEST_FIELDS
     for name, value in fields:  # one pass for the policy, the gateway and the request id
@@ -63,6 +63,8 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
         elif name == b"x-request-id":
             several_rids = given_rid is not None  # joined lines are never well-formed
             given_rid = value
+        elif name == b"accept-encoding":
+            accept_encoding = value if accept_encoding is None else accept_encoding + b", " + value
         elif name == b"origin":
             from_browser = True
     identity: Identity | None = None
@@ -94,12 +96,14 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     if entry is None or entry.stale:
         return None
     obj = entry.value
-    body = obj.body if method != b"HEAD" and has_body(obj.status) else b""
-    if len(body) > room:
-        return None
     plain = plain_age_ttl(obj.stored, time.time())
     if plain is None:
         return None  # stale, or no-cache (not is_plain): policy.choose decides (try_hit)
+    if obj.gz is not None:
+        obj = obj.coded_for(accept_encoding)  # the gzip copy for a client that takes it (encoding.py)
+    body = obj.body if method != b"HEAD" and has_body(obj.status) else b""
+    if len(body) > room:
+        return None
     # The cache answers: count it, and charge it to the identity's bucket (a 429 is not a hit).
     counters = exchange.counters
     counters.requests += 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from edgeproxy import policy
+from edgeproxy import encoding, policy
 from edgeproxy.gateway import Deny, Route
 from edgeproxy.h2wire import encode_block
 from edgeproxy.headers import get_header
@@ -37,6 +37,35 @@ class CachedObject:
     head: bytes = b""  # the HTTP/1.1 status line and fields, serialized once (hit path)
     h2: bytes = b""  # the same as an HPACK block prefix (static table + literals), encoded once
     not_modified: Reply | None = None  # the 304 for a matching precondition, prepared once
+    # The same answer gzip-coded (encoding.py), for clients that accept it: its own fields, body and
+    # heads; None when the answer is not compressible. ``stored`` is the policy's view of both.
+    gz: CachedObject | None = None
+
+    @classmethod
+    def made(cls, stored: policy.Stored, status: int, fields: list[tuple[bytes, bytes]], body: bytes, *,
+             gzip: bool = True) -> CachedObject:
+        """The object for a stored answer, with its gzip copy when ``gzip`` and the answer allows one."""
+        coded = encoding.gzip_copy(status, fields, body) if gzip else None
+        if coded is None:
+            return cls(stored, status, fields, body)
+        fields = encoding.identity_fields(fields)
+        return cls(stored, status, fields, body,
+                   gz=cls(stored, status, encoding.gzip_fields(fields, len(coded)), coded))
+
+    def coded_for(self, accept_encoding: bytes | None) -> CachedObject:
+        """The answer for a request with this Accept-Encoding (its lines joined): the gzip copy or this."""
+        gz = self.gz
+        if gz is None or accept_encoding is None or not encoding.accepts_gzip(accept_encoding):
+            return self
+        gz.stored = self.stored  # the policy's view may have been replaced (a 304, a purge) since
+        return gz
+
+    def for_request(self, headers: list[tuple[bytes, bytes]]) -> CachedObject:
+        """``coded_for`` the request's Accept-Encoding."""
+        if self.gz is None:
+            return self
+        lines = [v for n, v in headers if n == b"accept-encoding"]
+        return self.coded_for(b", ".join(lines) if lines else None)
 
     def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
         """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""
@@ -67,10 +96,19 @@ class CachedObject:
                      extra=extra)
 
     def update_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
-        """New client-facing fields (a 304 freshened them): every encoding made of the old ones goes."""
+        """New client-facing fields (a 304 freshened them): every encoding made of the old ones goes,
+        and the gzip copy's fields are made again from them (or the copy goes, when the new fields
+        forbid it: ``no-transform``, another media type)."""
         self.fields = fields
         self.head = self.h2 = b""
         self.not_modified = None
+        gz = self.gz
+        if gz is not None:
+            if encoding.compressible(self.status, fields, own_vary=True):
+                gz.stored = self.stored
+                gz.update_fields(encoding.gzip_fields(fields, len(gz.body)))
+            else:
+                self.gz = None
 
     def h1_head(self) -> bytes:
         if not self.head:

@@ -166,7 +166,8 @@ async def first_fresh(edge: Edge, path: str, etag: str, *, within: float = 5.0) 
     """Seconds until ``edge`` answers ``path`` with ``etag`` (the new build's), or None.
 
     After a soft purge the first answer may be the stale copy while the edge revalidates
-    (RFC 5861), so this asks until the fresh one arrives, at most ``within`` seconds.
+    (RFC 5861), so this asks until the fresh one arrives, at most ``within`` seconds. The tags are
+    compared weakly (RFC 9110 §8.8.3.2): the edge's gzip copy carries the build's tag made weak.
     """
     started = time.perf_counter()
     async with httpx.AsyncClient(verify=tls_context()) as client:
@@ -176,7 +177,7 @@ async def first_fresh(edge: Edge, path: str, etag: str, *, within: float = 5.0) 
                     response = await client.get(f"{edge.url}{path}", timeout=REQUEST_TIMEOUT_S)
                 except httpx.HTTPError:
                     response = None
-                if response is not None and response.status_code == 200 and response.headers.get("etag") == etag:
+                if response is not None and response.status_code == 200 and response.headers.get("etag", "").removeprefix("W/") == etag:
                     return time.perf_counter() - started
                 await trio.sleep(0.01)
     return None

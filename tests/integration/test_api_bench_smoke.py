@@ -70,6 +70,10 @@ def test_api_bench_quick_run(tmp_path: Path) -> None:
     assert checks["edge-hit static"]["from_cache"] is True, checks
     assert checks["edge-hit list"]["from_cache"] is True, checks
     assert all(checks["edge-hit list"]["ratelimit"].values()), checks
+    # every request asks Accept-Encoding: gzip, deflate; the edge answers with its gzip copy, the origin uncoded
+    assert checks["edge-hit static"]["content_encoding"] == checks["edge-hit list"]["content_encoding"] == "gzip"
+    assert checks["origin-miss list"]["content_encoding"] is None, checks
+    assert checks["edge-hit list"]["bytes"] < checks["origin-miss list"]["bytes"] // 2, checks
     assert checks["origin-miss list"]["status"] == 200, checks
     assert checks["origin-miss-uncached list"]["status"] == 200, checks
     assert checks["raw-asgi asgi"]["bytes"] == 2048, checks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import gzip
 import re
 import signal
 import socket
@@ -357,6 +358,106 @@ async def test_edge_vary_keeps_one_variant_per_accept_encoding(origin: OriginStu
     assert gz2.header("content-encoding") == b"gzip"
     assert id2.header("content-encoding") is None
     assert origin.count("/v") == 3  # gzip, identity, and no Accept-Encoding at all
+
+
+# --- gzip ---------------------------------------------------------------------------------------
+
+PAGE = b"<p>FlowCMS keeps a gzip copy of what it stores.</p>\n" * 80  # 4 KB of HTML
+
+
+def html(body: bytes = PAGE, *, cc: str = "max-age=3600", extra: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
+    return Answer(headers=((b"cache-control", cc.encode()), (b"content-type", b"text/html; charset=utf-8"),
+                           (b"etag", b'"p1"'), (b"last-modified", LAST_MODIFIED), *extra), body=body)
+
+
+async def test_edge_sends_the_gzip_copy_to_clients_that_accept_it(nursery: trio.Nursery, origin: OriginStub,
+                                                                  edge: Edge) -> None:
+    """A stored HTML answer goes out gzip-coded to a request whose Accept-Encoding takes gzip, over
+    HTTP/1.1 (the hit loop and the general path) and h2c, HEAD included; to the others as stored. Both
+    say Vary: Accept-Encoding; the coded one has a weak ETag, which a precondition matches (a 304 that
+    names it). A Range request gets its part of the identity answer. The origin is asked once."""
+    origin.route("/page", html())
+    with trio.fail_after(BOUND_S):
+        miss = await get(edge.port, "/page", ("accept-encoding", "gzip, deflate, br"))
+        coded = await get(edge.port, "/page", ("accept-encoding", "gzip"))
+        plain = await get(edge.port, "/page")
+        refused = await get(edge.port, "/page", ("accept-encoding", "gzip;q=0, identity"))
+        general = await get(edge.port, "/page", ("accept-encoding", "gzip"), ("if-none-match", '"other"'))
+        head = await fetch(edge.port, "HEAD", "/page", [("accept-encoding", "gzip")])
+        weak_304 = await get(edge.port, "/page", ("accept-encoding", "gzip"), ("if-none-match", 'W/"p1"'))
+        strong_304 = await get(edge.port, "/page", ("if-none-match", '"p1"'))
+        part = await get(edge.port, "/page", ("accept-encoding", "gzip"), ("range", "bytes=3-10"))
+        client = await H2Client.connect(nursery, edge.port)
+        h2_coded = await client.request("GET", "/page", [("accept-encoding", "gzip, deflate")])
+        h2_plain = await client.request("GET", "/page")
+        await client.aclose()
+    for answer in (miss, coded, general, h2_coded):
+        assert answer.status == 200
+        assert answer.header("content-encoding") == b"gzip"
+        assert gzip.decompress(answer.body) == PAGE
+        assert answer.header("content-length") == b"%d" % len(answer.body)
+        assert answer.header("etag") == b'W/"p1"'
+        assert answer.header("vary") == b"Accept-Encoding"
+    assert len(coded.body) < len(PAGE) // 4
+    assert {miss.body, coded.body, general.body, h2_coded.body} == {coded.body}
+    for answer in (plain, refused, h2_plain):
+        assert (answer.status, answer.body, answer.header("content-encoding")) == (200, PAGE, None)
+        assert answer.header("etag") == b'"p1"'
+        assert answer.header("vary") == b"Accept-Encoding"
+    assert (head.status, head.body, head.header("content-length")) == (200, b"", b"%d" % len(coded.body))
+    assert head.header("content-encoding") == b"gzip"
+    assert (weak_304.status, weak_304.header("etag"), weak_304.header("vary")) == (304, b'W/"p1"', b"Accept-Encoding")
+    assert (strong_304.status, strong_304.header("etag")) == (304, b'"p1"')
+    assert (part.status, part.body, part.header("content-encoding")) == (206, PAGE[3:11], None)
+    assert part.header("etag") == b'"p1"'
+    assert all("hit" in cache_status(a) for a in (coded, plain, general, head, weak_304, part, h2_coded))
+    assert origin.count("/page") == 1
+
+
+@pytest.mark.parametrize(("path", "answer"), [
+    ("/small", html(b"<p>short</p>")),  # under 1 KB: nothing to save
+    ("/png", Answer(headers=((b"cache-control", b"max-age=60"), (b"content-type", b"image/png")), body=PAGE)),
+    ("/no-transform", html(cc="max-age=60, no-transform")),  # RFC 9110 §7.7
+    ("/coded", html(gzip.compress(PAGE), extra=((b"content-encoding", b"gzip"),))),  # already coded
+    ("/negotiated", html(extra=((b"vary", b"Accept-Encoding"),))),  # the origin negotiates itself
+    ("/uncached", html(cc="no-store")),  # passes through as the origin sent it
+])
+async def test_edge_leaves_other_answers_as_the_origin_sent_them(origin: OriginStub, edge: Edge, path: str,
+                                                                  answer: Answer) -> None:
+    origin.route(path, answer)
+    with trio.fail_after(BOUND_S):
+        first = await get(edge.port, path, ("accept-encoding", "gzip"))
+        second = await get(edge.port, path, ("accept-encoding", "gzip"))
+    for response in (first, second):
+        assert response.status == 200
+        assert response.body == answer.body
+        assert response.all(b"content-encoding") == [v for n, v in answer.headers if n == b"content-encoding"]
+        assert response.all(b"vary") == [v for n, v in answer.headers if n == b"vary"]
+        assert response.header("etag") == dict(answer.headers).get(b"etag")
+
+
+async def test_edge_refreshed_gzip_copy_carries_the_new_validators(origin: OriginStub, edge: Edge) -> None:
+    """A 304 from the origin freshens the stored answer and its gzip copy alike (RFC 9111 §4.3.4)."""
+    full = html(cc="max-age=0")
+    origin.route("/page", conditional(full, not_modified=((b"etag", b'"p1"'), (b"x-refreshed", b"yes"))))
+    with trio.fail_after(BOUND_S):
+        await get(edge.port, "/page", ("accept-encoding", "gzip"))
+        refreshed = await get(edge.port, "/page", ("accept-encoding", "gzip"))
+        plain = await get(edge.port, "/page")
+    assert origin.count("/page") == 3  # max-age=0: every request revalidates
+    assert refreshed.header("x-refreshed") == b"yes"
+    assert (refreshed.header("content-encoding"), refreshed.header("etag")) == (b"gzip", b'W/"p1"')
+    assert gzip.decompress(refreshed.body) == PAGE
+    assert (plain.body, plain.header("x-refreshed"), plain.header("etag")) == (PAGE, b"yes", b'"p1"')
+
+
+async def test_edge_without_gzip_sends_answers_as_stored(nursery: trio.Nursery, origin: OriginStub) -> None:
+    """``--no-gzip`` (config ``gzip = false``): no copy, no Vary added."""
+    edge = await start_edge(nursery, ProxyConfig(origin_port=origin.port, gzip=False))
+    origin.route("/page", html())
+    with trio.fail_after(BOUND_S):
+        answers = [await get(edge.port, "/page", ("accept-encoding", "gzip")) for _ in range(2)]
+    assert [(a.body, a.header("content-encoding"), a.header("vary")) for a in answers] == [(PAGE, None, None)] * 2
 
 
 # --- collapsing ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ request on a new connection goes through ``handle``; HTTP/2 hits are answered in
 
 from __future__ import annotations
 
+import gzip
 import json
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -311,6 +312,26 @@ async def test_cache_hits_are_still_authenticated_and_counted(send: Send, edge: 
     denied = await send("GET", "/api/v3/contents", [key("fc_live_nobody_0123456789")])
     assert denied.status == 401
     assert denied.header("cache-status") is None
+
+
+async def test_api_hits_go_out_gzip_coded_and_still_counted(send: Send, origin: OriginStub) -> None:
+    """An API answer's gzip copy (edgeproxy/encoding.py) is sent through the same gateway: the hit lanes
+    (HTTP/1.1 and HTTP/2) charge it, add X-RateLimit-* and keep the identity's Vary fields."""
+    document = b'{"data": [%s]}' % b", ".join(b'{"type": "contents", "id": "cnt_%d", "title": "Post"}' % i
+                                              for i in range(40))
+    origin.route("/api/v3/posts", Answer(headers=(PUBLIC, (b"content-type", b"application/vnd.api+json"),
+                                                  (b"vary", b"Accept, X-Flowcms-Role")), body=document))
+    miss = await send("GET", "/api/v3/posts", [key(VIEWER_KEY), ("accept-encoding", "gzip, deflate")])
+    hit = await send("GET", "/api/v3/posts", [key(VIEWER_KEY), ("accept-encoding", "gzip, deflate")])
+    plain = await send("GET", "/api/v3/posts", [key(VIEWER_KEY)])
+    for answer in (miss, hit):
+        assert answer.header("content-encoding") == b"gzip"
+        assert gzip.decompress(answer.body) == document
+    assert "hit" in (hit.header("cache-status") or b"").decode()
+    assert (plain.body, plain.header("content-encoding")) == (document, None)
+    assert [remaining(r) for r in (miss, hit, plain)] == [999, 998, 997]
+    assert {r.header("vary") for r in (miss, hit, plain)} == {b"Accept, X-Flowcms-Role, Accept-Encoding"}
+    assert origin.count("/api/v3/posts") == 1
 
 
 async def test_over_the_limit_gets_429_with_retry_after(send: Send, edge: Edge) -> None:

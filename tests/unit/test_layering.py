@@ -15,7 +15,7 @@ PURE = [
     "pipeline/origin/answer_cache.py",
     "edgeproxy/errors.py", "edgeproxy/headers.py", "edgeproxy/policy.py", "edgeproxy/cache.py",
     "edgeproxy/http1.py", "edgeproxy/stats.py", "edgeproxy/purge.py", "edgeproxy/h2wire.py",
-    "edgeproxy/publish_metrics.py", "edgeproxy/ranges.py",
+    "edgeproxy/publish_metrics.py", "edgeproxy/ranges.py", "edgeproxy/encoding.py",
 ]
 PURE_NAMES = {m.removesuffix(".py").replace("/", ".") for m in PURE}
 FORBIDDEN = {"trio", "socket", "sqlite3", "os", "time", "pathlib", "shutil", "subprocess",
