@@ -61,11 +61,14 @@ class CachedObject:
         return gz
 
     def for_request(self, headers: list[tuple[bytes, bytes]]) -> CachedObject:
-        """``coded_for`` the request's Accept-Encoding."""
+        """``coded_for`` the request's Accept-Encoding; as stored when the request says no-transform
+        (RFC 9111 §5.2.1.6)."""
         if self.gz is None:
             return self
         lines = [v for n, v in headers if n == b"accept-encoding"]
-        return self.coded_for(b", ".join(lines) if lines else None)
+        if not lines or any(n == b"cache-control" and b"no-transform" in v.lower() for n, v in headers):
+            return self
+        return self.coded_for(b", ".join(lines))
 
     def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
         """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""

@@ -387,6 +387,7 @@ async def test_edge_sends_the_gzip_copy_to_clients_that_accept_it(nursery: trio.
         weak_304 = await get(edge.port, "/page", ("accept-encoding", "gzip"), ("if-none-match", 'W/"p1"'))
         strong_304 = await get(edge.port, "/page", ("if-none-match", '"p1"'))
         part = await get(edge.port, "/page", ("accept-encoding", "gzip"), ("range", "bytes=3-10"))
+        untouched = await get(edge.port, "/page", ("accept-encoding", "gzip"), ("cache-control", "no-transform"))
         client = await H2Client.connect(nursery, edge.port)
         h2_coded = await client.request("GET", "/page", [("accept-encoding", "gzip, deflate")])
         h2_plain = await client.request("GET", "/page")
@@ -400,7 +401,7 @@ async def test_edge_sends_the_gzip_copy_to_clients_that_accept_it(nursery: trio.
         assert answer.header("vary") == b"Accept-Encoding"
     assert len(coded.body) < len(PAGE) // 4
     assert {miss.body, coded.body, general.body, h2_coded.body} == {coded.body}
-    for answer in (plain, refused, h2_plain):
+    for answer in (plain, refused, h2_plain, untouched):  # no-transform asked: RFC 9111 §5.2.1.6
         assert (answer.status, answer.body, answer.header("content-encoding")) == (200, PAGE, None)
         assert answer.header("etag") == b'"p1"'
         assert answer.header("vary") == b"Accept-Encoding"
