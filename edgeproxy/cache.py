@@ -202,7 +202,7 @@ class CacheStore(Generic[V]):
     __slots__ = ("_by_key", "_by_path", "_by_surrogate", "_eviction", "_evictions", "_ghost",
                  "_ghost_bytes", "_ghost_target", "_has_evicted", "_hits", "_is_lru", "_main",
                  "_main_bytes", "_main_target", "_max_bytes", "_max_entry_bytes", "_misses",
-                 "_paths", "_purged", "_refused", "_small", "_small_bytes", "_small_target", "_stored")
+                 "_paths", "_purged", "_refused", "_small", "_small_bytes", "_small_target", "_stored", "generation")
 
     # Default eviction: S3-FIFO, because it wins on both counts in bench/micro_cache.py (cache
     # = 10% of the working set): hit ratio 63.0/73.0/81.5% vs LRU's 55.2/67.0/77.0% on
@@ -233,6 +233,10 @@ class CacheStore(Generic[V]):
         self._small_bytes = self._main_bytes = self._ghost_bytes = 0
         self._has_evicted = False
         self._hits = self._misses = self._stored = self._refused = self._evictions = self._purged = 0
+        # Bumped whenever an entry enters or leaves the store: a selection made at one generation
+        # (``plainhit``'s memo per HTTP/2 request head) is the one a new lookup would make while
+        # it is unchanged. Marking entries stale (soft purge) does not bump it: readers check that.
+        self.generation = 0
 
     # -- the hit path --------------------------------------------------------------------------
 
@@ -431,6 +435,7 @@ class CacheStore(Generic[V]):
         return _SMALL
 
     def _link(self, entry: Entry[V], queue: int, freq: int) -> None:
+        self.generation += 1
         entry._queue = queue
         entry._freq = freq
         if queue == _SMALL:
@@ -459,6 +464,7 @@ class CacheStore(Generic[V]):
 
     def _unlink(self, entry: Entry[V]) -> None:
         """Take a stored entry out of its queue and every index."""
+        self.generation += 1
         if entry._queue == _SMALL:
             del self._small[entry]
             self._small_bytes -= entry._size

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+from typing import Any
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = 9
@@ -313,7 +314,7 @@ _NAME_OK = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 class RequestHead:
     """A validated request header section (RFC 9113 §8.3.1)."""
 
-    __slots__ = ("authority", "content_length", "fields", "method", "path", "scheme")
+    __slots__ = ("authority", "content_length", "fields", "lane", "method", "path", "scheme")
 
     def __init__(self, method: bytes, scheme: bytes | None, authority: bytes | None, path: bytes,
                  fields: list[tuple[bytes, bytes]], content_length: int | None) -> None:
@@ -323,6 +324,7 @@ class RequestHead:
         self.path = path
         self.fields = fields  # regular fields, cookie crumbs joined (RFC 9113 §8.2.3)
         self.content_length = content_length
+        self.lane: Any = None  # the hit lane's selection for this head (plainhit.LaneMemo)
 
 
 def _check_field(stream_id: int, name: bytes, value: bytes) -> None:

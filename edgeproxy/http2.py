@@ -562,7 +562,7 @@ class H2Connection:
         if not s.body and (head.method == b"GET" or head.method == b"HEAD"):
             host = head.authority or _host(head.fields)
             found = plain_hit(self.exchange, head.method, head.path, head.fields, host, self.client,
-                              min(s.send_window, self.send_window))
+                              min(s.send_window, self.send_window), head)
             if found is not None:  # the lane: a plain fresh hit that fits the windows, or a denial
                 if len(found) == 3:
                     deny, route, rid = found

@@ -12,13 +12,25 @@ answer: counted, never charged); then the cache must answer, and the body must f
 HTTP/2 flow-control windows); only then is the request counted and charged to the identity's
 bucket. Anything else returns None before anything is counted or charged, and the caller asks
 ``Exchange.try_hit``, which decides as it always did.
+
+HTTP/2 keeps one parsed head per distinct header block of a connection (a client repeating a
+request sends the same block), and the head remembers what was selected for it (``LaneMemo``):
+the field scan's findings, the identity, the cache entry. The next request with that head skips
+the scan, the route match, the key lookup, the cache key and the Vary selection: through h2load
+that was ~10% of an API hit (stop 18, bench/api.md). It is remembered only when none of it can
+change but the store: outside every route, or for a remembered API key (its identity is fixed
+for the process; JWTs and anonymous reads go through ``Gateway.authenticate`` every time). The
+store's ``generation`` changes whenever an entry enters or leaves it, and a memo of another
+generation is not used; a soft purge marks the entry stale, which is checked on every request
+as before. Freshness, the body's room, counting and the charge are decided per request.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from edgeproxy.cache import Entry
 from edgeproxy.gateway import IDENTITY_PREFIX, Deny, Identity, Route
 from edgeproxy.policy import POLICY_REQUEST_FIELDS, plain_age_ttl
 from edgeproxy.replies import CachedObject, choose_request_id, has_body
@@ -37,8 +49,16 @@ Denied = tuple[Deny, Route, bytes]
 NO_ROOM_LIMIT = 1 << 62  # HTTP/1.1 has no flow control: any body fits
 
 
+class LaneMemo(Protocol):
+    """A request head that can remember this module's selection for the next request it makes:
+    (the store's generation, the identity, the entry, the X-Request-ID given, whether on several
+    lines, the Accept-Encoding). ``h2wire.RequestHead`` is one."""
+
+    lane: tuple[int, Identity | None, Entry[CachedObject], bytes | None, bool, bytes | None] | None
+
+
 def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, host: bytes | None,
-              client: str | None, room: int = NO_ROOM_LIMIT) -> Hit | Denied | None:
+              client: str | None, room: int = NO_ROOM_LIMIT, head: LaneMemo | None = None) -> Hit | Denied | None:
     """A plain fresh hit (counted, and charged under a route), the gateway's denial (counted), or
     None: then nothing was counted or charged, and ``Exchange.try_hit`` decides.
 
@@ -48,51 +68,62 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
         client: the peer's address, the gateway's per-IP bucket for anonymous reads.
         room: the most body bytes that may be sent now (HTTP/2: the smaller flow-control window);
             a larger body returns None before anything is counted.
+        head: where this request's selection may be remembered (HTTP/2's request head, kept per
+            distinct header block): ``method``, ``target``, ``fields`` and ``host`` are its own.
     """
     if target.startswith(b"/.edge/"):
         return None
-    authorization = given_rid = accept_encoding = None
-    several_rids = from_browser = False
-    policy_fields = POLICY_REQUEST_FIELDS
-    for name, value in fields:  # one pass for the policy, the gateway and the request id
-        if name in policy_fields:
-            return None  # a request directive or a precondition: policy.choose decides (try_hit)
-        if name == b"authorization":
-            if authorization is None:
-                authorization = value  # a singleton field: the first line counts (get_header)
-        elif name == b"x-request-id":
-            several_rids = given_rid is not None  # joined lines are never well-formed
-            given_rid = value
-        elif name == b"accept-encoding":
-            accept_encoding = value if accept_encoding is None else accept_encoding + b", " + value
-        elif name == b"origin":
-            from_browser = True
-    identity: Identity | None = None
-    route: Route | None = None
-    now_ns = 0
-    gw = exchange.gateway
-    if gw is not None and target.startswith(gw.prefixes):
-        if authorization is not None and not from_browser:
-            identity = gw.remembered_reader(target, method, authorization)  # the common case, in one call
-        if identity is None:
-            route = gw.route_for(target)
-            if route is not None:
-                if from_browser:
-                    return None  # under a route it gets the CORS fields: Exchange.handle adds them
-                now_ns = exchange.gateway_clock()
-                found = gw.authenticate(route, method, authorization, client, now_ns)
-                if type(found) is Deny:
-                    exchange.counters.requests += 1
-                    return found, route, choose_request_id(None if several_rids else given_rid)
-                assert isinstance(found, Identity)
-                identity = found
-        else:
-            now_ns = exchange.gateway_clock()
-    host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
     cache = exchange.cache
-    variants = cache.peek_variants(b"%s%s" % (host or b"", target))
-    entry = select(variants, fields) if identity is None else select(variants, fields, identity.vary_values,
-                                                                     IDENTITY_PREFIX)
+    gw = exchange.gateway
+    route: Route | None = None
+    memo = head.lane if head is not None else None
+    if memo is not None and memo[0] == cache.generation:  # this head's selection still holds
+        _, identity, entry, given_rid, several_rids, accept_encoding = memo
+        now_ns = exchange.gateway_clock() if identity is not None else 0
+    else:
+        authorization = given_rid = accept_encoding = None
+        several_rids = from_browser = False
+        policy_fields = POLICY_REQUEST_FIELDS
+        for name, value in fields:  # one pass for the policy, the gateway and the request id
+            if name in policy_fields:
+                return None  # a request directive or a precondition: policy.choose decides (try_hit)
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value  # a singleton field: the first line counts (get_header)
+            elif name == b"x-request-id":
+                several_rids = given_rid is not None  # joined lines are never well-formed
+                given_rid = value
+            elif name == b"accept-encoding":
+                accept_encoding = value if accept_encoding is None else accept_encoding + b", " + value
+            elif name == b"origin":
+                from_browser = True
+        identity = None
+        now_ns = 0
+        if gw is not None and target.startswith(gw.prefixes):
+            if authorization is not None and not from_browser:
+                identity = gw.remembered_reader(target, method, authorization)  # the common case, in one call
+            if identity is None:
+                route = gw.route_for(target)
+                if route is not None:
+                    if from_browser:
+                        return None  # under a route it gets the CORS fields: Exchange.handle adds them
+                    now_ns = exchange.gateway_clock()
+                    found = gw.authenticate(route, method, authorization, client, now_ns)
+                    if type(found) is Deny:
+                        exchange.counters.requests += 1
+                        return found, route, choose_request_id(None if several_rids else given_rid)
+                    assert isinstance(found, Identity)
+                    identity = found
+            else:
+                now_ns = exchange.gateway_clock()
+        host = host.lower() if host else None  # host names are case-insensitive (RFC 3986 §3.2.2)
+        variants = cache.peek_variants(b"%s%s" % (host or b"", target))
+        entry = select(variants, fields) if identity is None else select(variants, fields, identity.vary_values,
+                                                                         IDENTITY_PREFIX)
+        if head is not None and entry is not None and route is None:
+            # No route, or a remembered API key (whose identity never changes): nothing here depended
+            # on more than the head and the store's contents (see the module docstring).
+            head.lane = (cache.generation, identity, entry, given_rid, several_rids, accept_encoding)
     if entry is None or entry.stale:
         return None
     obj = entry.value

@@ -461,6 +461,39 @@ async def test_edge_without_gzip_sends_answers_as_stored(nursery: trio.Nursery, 
     assert [(a.body, a.header("content-encoding"), a.header("vary")) for a in answers] == [(PAGE, None, None)] * 2
 
 
+async def test_edge_h2_repeated_requests_see_purges_and_new_answers(nursery: trio.Nursery, origin: OriginStub,
+                                                                    edge: Edge) -> None:
+    """HTTP/2 remembers the selection per request head (plainhit's memo): the same request on one
+    connection must still see a hard purge (a miss that stores the new answer), a soft purge (the
+    stale answer is revalidated, not served as a plain hit) and a new variant."""
+    answers = iter([b"v1", b"v2", b"v3"])
+    current = {"body": b"", "etag": b""}
+
+    def answer(request: SeenRequest) -> Answer:
+        if request.header(b"if-none-match") == current["etag"]:
+            return Answer(status=304, headers=((b"etag", current["etag"]),))
+        current["body"] = next(answers)
+        current["etag"] = b'"%s"' % current["body"]
+        return cached(current["body"], cc="max-age=3600", etag=current["etag"])
+
+    origin.route("/page", answer)
+    with trio.fail_after(BOUND_S):
+        client = await H2Client.connect(nursery, edge.port)
+        first = [await client.request("GET", "/page") for _ in range(3)]
+        assert (await purge(edge.port, '{"paths": ["/page"]}', AUTH)).status == 200
+        after_hard = [await client.request("GET", "/page") for _ in range(3)]
+        assert (await purge(edge.port, '{"paths": ["/page"], "soft": true}', AUTH)).status == 200
+        after_soft = await client.request("GET", "/page")
+        await client.aclose()
+    assert [r.body for r in first] == [b"v1"] * 3
+    assert ["hit" in cache_status(r) for r in first] == [False, True, True]
+    assert [r.body for r in after_hard] == [b"v2"] * 3
+    assert ["hit" in cache_status(r) for r in after_hard] == [False, True, True]
+    assert after_soft.body == b"v2"
+    assert "fwd=stale" in cache_status(after_soft)
+    assert origin.count("/page") == 3  # v1, v2, and the soft purge's revalidation (a 304)
+
+
 # --- collapsing ---------------------------------------------------------------------------------
 
 async def test_edge_collapses_concurrent_misses_into_one_origin_request(origin: OriginStub, edge: Edge) -> None:

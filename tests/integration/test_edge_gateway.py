@@ -176,6 +176,26 @@ async def test_expired_jwt_gets_401_and_a_valid_one_passes(send: Send, origin: O
     assert seen[0].header(b"x-flowcms-key-id") is None
 
 
+async def test_a_token_that_expires_between_two_hits_is_refused(send: Send, edge: Edge) -> None:
+    """Over HTTP/2 a repeated request reuses its parsed head, and the hit lane remembers what it
+    selected for it; a JWT is still checked on every request (its exp), an API key's identity too."""
+    bearer = ("authorization", f"Bearer {token(exp=NOW + 60)}")
+    answers = [await send("GET", "/api/v3/contents", [bearer]) for _ in range(3)]
+    keyed = [await send("GET", "/api/v3/contents", [key(VIEWER_KEY)]) for _ in range(3)]
+    freeze(edge, (NOW + 61) * NS)
+    expired = await send("GET", "/api/v3/contents", [bearer])
+    still_keyed = await send("GET", "/api/v3/contents", [key(VIEWER_KEY)])
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert "hit" in (answers[2].header("cache-status") or b"").decode()
+    assert [a.status for a in keyed] == [200, 200, 200]
+    assert [remaining(a) for a in keyed] == [999, 998, 997]  # charged every time
+    assert expired.status == 401
+    assert only_error(expired)["code"] == "UNAUTHENTICATED"
+    assert "expired" in only_error(expired)["detail"]
+    assert still_keyed.status == 200
+    assert remaining(still_keyed) == 999  # 61 s later the bucket is full again: the burst, minus this one
+
+
 async def test_public_route_anonymous_reads_are_counted_per_ip(send: Send, edge: Edge, origin: OriginStub) -> None:
     first = await send("GET", "/api/v3/contents")
     second = await send("GET", "/api/v3/contents")

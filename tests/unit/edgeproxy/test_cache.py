@@ -577,3 +577,35 @@ def test_cache_module_is_pure() -> None:
     names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     forbidden = {"trio", "socket", "time", "os", "logging", "edgeproxy"}
     assert not {n for n in names if n.split(".")[0] in forbidden}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_generation_changes_whenever_an_entry_enters_or_leaves(policy: str) -> None:
+    """``generation`` is what plainhit's per-head memo is checked against: every store, removal,
+    hard purge and eviction changes it; marking entries stale (soft purge) does not."""
+    store: CacheStore[object] = CacheStore(UNIT * 40, eviction=policy)
+    seen = [store.generation]
+
+    def changed() -> bool:
+        seen.append(store.generation)
+        return seen[-1] != seen[-2]
+
+    store.store(numbered(1, tags=(b"t",)))
+    assert changed()
+    store.purge_key(b"t", soft=True)
+    assert not changed()
+    store.store(numbered(1))  # a replacement: the old variant leaves, the new one enters
+    assert changed()
+    store.purge_path(b"/p001", soft=False)
+    assert changed()
+    store.store(numbered(2))
+    store.remove(key(b"/p002"))
+    assert changed()
+    for i in range(3, 200):  # past the budget: evictions
+        store.store(numbered(i))
+    before = store.generation
+    store.store(numbered(200))
+    assert store.generation >= before + 2  # one in, at least one evicted
+    gen = store.generation
+    assert store.lookup(key(b"/p200"), NO_VARY) is not None  # lookups and hits change nothing
+    assert store.generation == gen
