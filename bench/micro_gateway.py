@@ -18,8 +18,10 @@ with the reply (``http2.H2Connection._block``: the header block with the reply's
 so the per-request encoding of X-RateLimit-* is counted too. ``h1 lane`` times what the HTTP/1.1
 hit loop calls instead (``h1lane.h1_hit``: the same answer, already serialized to bytes, Date and
 X-Request-ID included), ``h2 lane`` what HTTP/2 calls instead (``plainhit.plain_hit`` and
-``h2lane.hit_block``: the same answer's header block). Rounds interleave the cases; best
-of ``--rounds``, µs per call, and the ratio static / case (the bench's "API hit / static hit").
+``h2lane.hit_block``: the same answer's header block), ``h2 head`` the same with the request
+head HTTP/2 keeps per header block, which remembers the lane's selection (``plainhit.LaneMemo``).
+Rounds interleave the cases; best of ``--rounds``, µs per call, and the ratio static / case (the
+bench's "API hit / static hit").
 The limiter's buckets are reset between rounds, so no round runs into a 429.
 
 ``--profile CASE`` runs cProfile over one case and prints the top functions.
@@ -129,8 +131,17 @@ class _Block:
         return H2Connection._block(self, reply, rid)  # type: ignore[arg-type]
 
 
+class _Head:
+    """What HTTP/2 keeps per distinct header block for the lane's memo (``plainhit.LaneMemo``)."""
+
+    __slots__ = ("lane",)
+
+    def __init__(self) -> None:
+        self.lane = None
+
+
 def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1: bool = False,
-                h2_lane: bool = False) -> Callable[[int], None]:
+                h2_lane: bool = False, remembered: bool = False) -> Callable[[int], None]:
     target = TARGETS[case]
     requests = request_fields(case, keys)
     count = len(requests)
@@ -146,9 +157,12 @@ def make_runner(exchange: Exchange, case: str, keys: list[str], *, h2: bool, h1:
         return lane
 
     if h2_lane:
+        heads = [_Head() if remembered else None for _ in requests]  # one per key: h2load's connections
+
         def lane2(calls: int) -> None:
             for i in range(calls):
-                found = plain_hit(exchange, b"GET", target, requests[i % count], HOST, "127.0.0.1", 1 << 20)
+                found = plain_hit(exchange, b"GET", target, requests[i % count], HOST, "127.0.0.1", 1 << 20,
+                                  heads[i % count])
                 assert found is not None
                 obj, _, age, ttl, rid_, limit, remaining, reset = found  # type: ignore[misc]
                 hit_block(obj.h2 or obj.h2_block(), rid_, age, ttl, limit, remaining, reset)
@@ -176,9 +190,10 @@ def check(exchange: Exchange, case: str, keys: list[str]) -> None:
 
 
 def measure(exchange: Exchange, keys: list[str], *, rounds: int, calls: int, h2: bool,
-            h1: bool = False, h2_lane: bool = False) -> dict[str, float]:
+            h1: bool = False, h2_lane: bool = False, remembered: bool = False) -> dict[str, float]:
     """Best µs per call per case; rounds alternate the cases so machine noise hits all of them."""
-    runners = {case: make_runner(exchange, case, keys, h2=h2, h1=h1, h2_lane=h2_lane) for case in CASES}
+    runners = {case: make_runner(exchange, case, keys, h2=h2, h1=h1, h2_lane=h2_lane, remembered=remembered)
+               for case in CASES}
     best = dict.fromkeys(CASES, float("inf"))
     gateway = exchange.gateway
     assert gateway is not None
@@ -224,16 +239,18 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"python {platform.python_version()} on {cpu_model()}, {platform.machine()}")
         print(f"Exchange.try_hit, best of {args.rounds} rounds of {args.calls:,} calls; {KEYS} API keys\n")
         print(f"{'case':<10}{'try_hit µs':>12}{'static/x':>10}{'+h2 µs':>10}{'static/x':>10}"
-              f"{'h1 lane µs':>12}{'static/x':>10}{'h2 lane µs':>12}{'static/x':>10}")
+              f"{'h1 lane µs':>12}{'static/x':>10}{'h2 lane µs':>12}{'static/x':>10}{'h2 head µs':>12}{'static/x':>10}")
         plain = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False)
         h2 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=True)
         h1 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False, h1=True)
         lane2 = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False, h2_lane=True)
+        memo = measure(exchange, keys, rounds=args.rounds, calls=args.calls, h2=False, h2_lane=True, remembered=True)
         for case in CASES:
             print(f"{case:<10}{plain[case]:>12.2f}{plain['static'] / plain[case]:>10.2f}"
                   f"{h2[case]:>10.2f}{h2['static'] / h2[case]:>10.2f}"
                   f"{h1[case]:>12.2f}{h1['static'] / h1[case]:>10.2f}"
-                  f"{lane2[case]:>12.2f}{lane2['static'] / lane2[case]:>10.2f}")
+                  f"{lane2[case]:>12.2f}{lane2['static'] / lane2[case]:>10.2f}"
+                  f"{memo[case]:>12.2f}{memo['static'] / memo[case]:>10.2f}")
 
 
 def main() -> None:

@@ -65,10 +65,13 @@ class CachedObject:
         (RFC 9111 §5.2.1.6)."""
         if self.gz is None:
             return self
-        lines = [v for n, v in headers if n == b"accept-encoding"]
-        if not lines or any(n == b"cache-control" and b"no-transform" in v.lower() for n, v in headers):
-            return self
-        return self.coded_for(b", ".join(lines))
+        accept = None
+        for name, value in headers:
+            if name == b"accept-encoding":
+                accept = value if accept is None else accept + b", " + value
+            elif name == b"cache-control" and b"no-transform" in value.lower():
+                return self
+        return self if accept is None else self.coded_for(accept)
 
     def reply(self, extra: list[tuple[bytes, bytes]]) -> Reply:
         """This object as the answer, its encoded heads reused; ``extra`` becomes the reply's own."""
