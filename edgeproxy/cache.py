@@ -93,7 +93,7 @@ class Entry(Generic[V]):
             window serves it before the origin has answered the revalidation.
     """
 
-    __slots__ = ("_freq", "_key", "_path", "_queue", "_size", "_surrogate_keys", "_value",
+    __slots__ = ("__weakref__", "_freq", "_key", "_path", "_queue", "_size", "_surrogate_keys", "_value",
                  "_vary", "_vary_values", "hits", "invalid", "selector", "stale")
 
     def __init__(self, *, key: bytes, path: bytes, value: V, size: int,

@@ -28,6 +28,7 @@ as before. Freshness, the body's room, counting and the charge are decided per r
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING, Protocol
 
 from edgeproxy.cache import Entry
@@ -51,10 +52,10 @@ NO_ROOM_LIMIT = 1 << 62  # HTTP/1.1 has no flow control: any body fits
 
 class LaneMemo(Protocol):
     """A request head that can remember this module's selection for the next request it makes:
-    (the store's generation, the identity, the entry, the X-Request-ID given, whether on several
-    lines, the Accept-Encoding). ``h2wire.RequestHead`` is one."""
+    (the store's generation, the identity, a weak reference to the entry, the X-Request-ID given,
+    whether on several lines, the Accept-Encoding). ``h2wire.RequestHead`` is one."""
 
-    lane: tuple[int, Identity | None, Entry[CachedObject], bytes | None, bool, bytes | None] | None
+    lane: tuple[int, Identity | None, weakref.ref[Entry[CachedObject]], bytes | None, bool, bytes | None] | None
 
 
 def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, host: bytes | None,
@@ -78,7 +79,8 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
     route: Route | None = None
     memo = head.lane if head is not None else None
     if memo is not None and memo[0] == cache.generation:  # this head's selection still holds
-        _, identity, entry, given_rid, several_rids, accept_encoding = memo
+        _, identity, entry_ref, given_rid, several_rids, accept_encoding = memo
+        entry = entry_ref()  # still stored (the generation says so), so still there
         now_ns = exchange.gateway_clock() if identity is not None else 0
     else:
         authorization = given_rid = accept_encoding = None
@@ -123,7 +125,8 @@ def plain_hit(exchange: Exchange, method: bytes, target: bytes, fields: Fields, 
         if head is not None and entry is not None and route is None:
             # No route, or a remembered API key (whose identity never changes): nothing here depended
             # on more than the head and the store's contents (see the module docstring).
-            head.lane = (cache.generation, identity, entry, given_rid, several_rids, accept_encoding)
+            # A weak reference: a head kept by a long connection must not keep an evicted answer alive.
+            head.lane = (cache.generation, identity, weakref.ref(entry), given_rid, several_rids, accept_encoding)
     if entry is None or entry.stale:
         return None
     obj = entry.value
