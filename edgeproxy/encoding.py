@@ -16,12 +16,14 @@ The rules, each from the field's practice or an RFC:
   saves less than an eighth is not kept.
 - *Its fields* (``gzip_fields``): Content-Encoding: gzip, its own Content-Length, the ETag made
   weak (a strong tag names one sequence of bytes, RFC 9110 §8.8.3.3; nginx and Varnish do the
-  same), no Content-Digest / Repr-Digest (they describe other bytes). Both answers say
-  ``Vary: Accept-Encoding`` (``identity_fields``), so a cache downstream keeps them apart.
+  same), no Content-Digest / Repr-Digest (they describe other bytes), no Accept-Ranges (the copy
+  is always sent whole). Both answers say ``Vary: Accept-Encoding`` (``identity_fields``), so a
+  cache downstream keeps them apart.
 - *Who gets it* (``accepts_gzip``): a request whose Accept-Encoding (RFC 9110 §12.5.3) gives
   ``gzip`` (or its alias ``x-gzip``, §8.4.1.3) a q-value above 0, or ``*`` above 0 without naming
   gzip. No Accept-Encoding: identity (nginx and Varnish read it so, though §12.5.3 would allow
-  any coding). A Range request gets its part of the identity answer (``exchange.from_cache``).
+  any coding). Its Range is then ignored (``exchange.from_cache``); other clients get parts of the
+  uncoded answer.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ KEEP_RATIO = 7 / 8  # a copy must be at most this share of the original
 _TEXT_TYPES = frozenset({b"application/json", b"application/javascript", b"application/ecmascript",
                          b"application/x-javascript", b"application/xml", b"image/svg+xml",
                          b"application/wasm"})
-_DIGESTS = frozenset({b"content-digest", b"repr-digest", b"content-md5", b"digest"})
+_DROPPED = frozenset({b"content-length", b"content-digest", b"repr-digest", b"content-md5", b"digest",
+                      b"accept-ranges"})  # the copy's own length follows; no digests of other bytes; no ranges
 _QVALUE = re.compile(rb"\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*", re.IGNORECASE)
 _ACCEPTS: dict[bytes, bool] = {}  # Accept-Encoding values seen -> accepts_gzip; few distinct ones
 _ACCEPTS_MAX = 1024
+_REMEMBERED_MAX_BYTES = 128  # a browser's value is ~40 bytes; a longer one is parsed every time
 
 
 def accepts_gzip(value: bytes) -> bool:
@@ -49,9 +53,10 @@ def accepts_gzip(value: bytes) -> bool:
     known = _ACCEPTS.get(value)
     if known is None:
         known = _accepts_gzip(value)
-        if len(_ACCEPTS) >= _ACCEPTS_MAX:
-            _ACCEPTS.clear()  # a client making up values: start again (each costs one parse)
-        _ACCEPTS[value] = known
+        if len(value) <= _REMEMBERED_MAX_BYTES:
+            if len(_ACCEPTS) >= _ACCEPTS_MAX:
+                _ACCEPTS.clear()  # a client making up values: start again (each costs one parse)
+            _ACCEPTS[value] = known
     return known
 
 
@@ -132,7 +137,7 @@ def gzip_fields(fields: list[tuple[bytes, bytes]], length: int) -> list[tuple[by
     """The gzip copy's fields, from ``identity_fields``: coding, length, a weak ETag, no digests."""
     out: list[tuple[bytes, bytes]] = []
     for name, value in fields:
-        if name == b"content-length" or name in _DIGESTS:
+        if name in _DROPPED:
             continue
         if name == b"etag" and value.startswith(b'"'):
             value = b"W/" + value

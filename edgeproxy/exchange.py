@@ -322,19 +322,22 @@ class Exchange:
     def from_cache(self, obj: CachedObject, headers: list[tuple[bytes, bytes]], age: float,
                    cache_status: bytes, *, ranged: bool = False) -> Reply:
         """The stored answer for this request: a 304 for a precondition that matches, and with
-        ``ranged`` (a GET) the part a Range field asks of a stored 200 (``ranges.py``). Whole answers
-        and 304s are gzip-coded when the request accepts it (``encoding.py``); parts never are: a
-        range is of the identity answer, whose strong ETag If-Range compares."""
+        ``ranged`` (a GET) the part a Range field asks of a stored 200 (``ranges.py``). A request
+        that accepts gzip gets the gzip copy when there is one (``encoding.py``), whole: its Range is
+        ignored (RFC 9110 §14.2 allows that), as nginx does. A part cut from the uncoded answer
+        shares the copy's Last-Modified, which If-Range takes as a strong validator, and a client
+        resuming a gzip download with it would join gzip bytes to plain ones."""
         extra = [(b"age", b"%d" % int(age)), (b"cache-status", cache_status)]
+        chosen = obj.for_request(headers)
         if policy.not_modified(headers, obj.stored):
-            return obj.for_request(headers).reply_304(extra)
-        if ranged and obj.status == 200:
+            return chosen.reply_304(extra)
+        if ranged and chosen is obj and obj.status == 200:
             part = asked_part(headers, obj.stored, len(obj.body))
             if part == UNSATISFIABLE:
                 return obj.reply_unsatisfiable(extra)
             if part is not None:
                 return obj.reply_range(part[0], part[1], extra)
-        return obj.for_request(headers).reply(extra)
+        return chosen.reply(extra)
 
     async def origin(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                      body: bytes, *, stream: bool = False) -> tuple[UpstreamResponse, float, float]:
@@ -421,7 +424,11 @@ class Exchange:
             fields.append((b"content-length", b"%d" % len(response.body)))
         obj = CachedObject.made(stored, response.status, fields, response.body, gzip=self.config.gzip)
         if obj.gz is not None:
-            size += len(obj.gz.body) + 64  # the copy's body and its changed fields
+            coded_size = len(obj.gz.body) + sum(len(n) + len(v) + 4 for n, v in obj.gz.fields)
+            if size + coded_size > self.cache.max_entry_bytes:  # the copy must not cost the answer its place
+                obj = CachedObject(stored, response.status, fields, response.body)
+            else:
+                size += coded_size
         vary = stored.vary if stored.vary != "*" else ()
         values = tuple(VARY_ABSENT if v is None else v for v in stored.vary_values)
         refused = self.cache.store(Entry(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import random
+import time
 
 import pytest
+import trio
 
 from edgeproxy import encoding, policy
+from edgeproxy.config import ProxyConfig
 from edgeproxy.encoding import accepts_gzip, compressible, gzip_copy, gzip_fields, identity_fields
+from edgeproxy.exchange import Exchange
 from edgeproxy.replies import CachedObject
+from edgeproxy.upstream import UpstreamResponse
 
 HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"etag", b'"abc"'), (b"cache-control", b"max-age=60")]
 BODY = b"<p>FlowCMS compresses what it stores.</p>\n" * 64  # 2.7 KB, compressible
@@ -46,6 +52,9 @@ def test_accepts_gzip_memo_stays_bounded() -> None:
     for i in range(encoding._ACCEPTS_MAX + 10):
         accepts_gzip(b"gzip;q=0.%03d" % (i % 1000))
     assert len(encoding._ACCEPTS) <= encoding._ACCEPTS_MAX
+    long_value = b"identity, " * 100 + b"gzip"  # 1 KB: parsed, not remembered
+    assert accepts_gzip(long_value)
+    assert long_value not in encoding._ACCEPTS
 
 
 @pytest.mark.parametrize("media", [b"text/html", b"text/css", b"text/plain; charset=utf-8", b"application/json",
@@ -100,12 +109,13 @@ def test_identity_fields_add_accept_encoding_to_vary() -> None:
 
 def test_gzip_fields_code_the_answer_and_weaken_its_etag() -> None:
     fields = identity_fields([*HTML, (b"content-length", b"2752"), (b"content-digest", b"sha-256=:x:"),
-                              (b"last-modified", b"Mon, 02 Nov 2026 09:30:00 GMT")])
+                              (b"accept-ranges", b"bytes"), (b"last-modified", b"Mon, 02 Nov 2026 09:30:00 GMT")])
     coded = gzip_fields(fields, 123)
     assert dict(coded)[b"etag"] == b'W/"abc"'
     assert dict(coded)[b"content-encoding"] == b"gzip"
     assert [v for n, v in coded if n == b"content-length"] == [b"123"]
     assert b"content-digest" not in dict(coded)
+    assert b"accept-ranges" not in dict(coded)  # the copy is always sent whole
     assert dict(coded)[b"vary"] == b"Accept-Encoding"
     assert dict(coded)[b"last-modified"] == b"Mon, 02 Nov 2026 09:30:00 GMT"
     assert dict(gzip_fields([(b"etag", b'W/"weak"')], 1))[b"etag"] == b'W/"weak"'  # already weak
@@ -143,3 +153,22 @@ def test_cached_object_remakes_its_copy_fields_when_a_304_updates_its_own() -> N
     assert b'W/"def"' in coded.h1_head()
     obj.update_fields([*obj.fields, (b"cache-control", b"no-transform")])  # now forbidden (RFC 9110 §7.7)
     assert obj.gz is None
+
+
+async def test_a_copy_that_would_not_fit_leaves_the_answer_uncoded(nursery: trio.Nursery) -> None:
+    """An answer that fits the cache's largest entry alone, but not with its gzip copy, is stored
+    uncoded rather than not at all."""
+    exchange = Exchange(ProxyConfig(cache_bytes=60_000), nursery)  # the largest entry: 6,000 bytes
+    limit = exchange.cache.max_entry_bytes
+    rng = random.Random(7)
+    body = bytes(rng.choice(b"abcdefghij") for _ in range(limit - 1000))  # gzip: ~45% of it
+    headers = [(b"content-type", b"text/plain"), (b"cache-control", b"max-age=60")]
+    now = time.time()
+    stored = exchange.store_response(b"h/big", b"/big", [], UpstreamResponse(200, headers, body), now, now)
+    assert stored is not None
+    assert stored.gz is None
+    assert b"vary" not in dict(stored.fields)
+    small = body[: limit // 3]
+    coded = exchange.store_response(b"h/small", b"/small", [], UpstreamResponse(200, headers, small), now, now)
+    assert coded is not None
+    assert coded.gz is not None
